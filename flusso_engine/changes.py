@@ -1,0 +1,85 @@
+"""The values that flow through the pipeline: changes, positions, document ids."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Position = int
+"""A WAL position (LSN) as an integer; positions of successive transactions only grow."""
+
+DocId = str
+"""A document's `_id`: the root key's values joined with `|` (see `doc_id`)."""
+
+Op = Literal["insert", "update", "delete", "truncate", "commit"]
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One row change, or the marker that closes a transaction.
+
+    Data changes carry their transaction's commit LSN (known at its Begin); the `commit`
+    marker that follows the last of them carries the commit's *end* LSN, the position that
+    may be acknowledged once every change before it is flushed. Snapshot rows are `insert`s
+    with position 0 and no marker: a backfill acknowledges nothing.
+    """
+
+    table: str
+    op: Op
+    new: Row | None = None
+    old: Row | None = None
+    position: Position = 0
+
+    @property
+    def is_commit(self) -> bool:
+        return self.op == "commit"
+
+
+def commit(position: Position) -> Change:
+    return Change(table="", op="commit", position=position)
+
+
+def escape_key_part(value: Any) -> str:
+    text = value if isinstance(value, str) else str(value)
+    return text.replace("\\", "\\\\").replace("|", "\\|")
+
+
+def doc_id(values: tuple[Any, ...] | list[Any]) -> DocId:
+    """Join key values into an `_id`, escaping `|` and `\\` inside them with `\\`.
+
+    A single-column key is its value's text as it is, so `GET books/_doc/42` works.
+    """
+    if len(values) == 1:
+        v = values[0]
+        return v if isinstance(v, str) else str(v)
+    return "|".join(escape_key_part(v) for v in values)
+
+
+def split_doc_id(value: DocId, parts: int) -> list[str]:
+    """The inverse of `doc_id` (values come back as text)."""
+    if parts == 1:
+        return [value]
+    out: list[str] = []
+    cur: list[str] = []
+    it = iter(value)
+    for ch in it:
+        if ch == "\\":
+            cur.append(next(it, ""))
+        elif ch == "|":
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    out.append("".join(cur))
+    return out
+
+
+def lsn_to_int(text: str) -> Position:
+    hi, lo = text.split("/")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+def int_to_lsn(value: Position) -> str:
+    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"

@@ -1,0 +1,32 @@
+"""Turning row changes into the documents they touch, and building those documents."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..changes import Change, DocId, Position
+from ..config import IndexConfig
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    name: str
+    config: IndexConfig
+
+
+@dataclass
+class Built:
+    """Documents by id (None: the root row is gone, delete it) and the snapshot's WAL position."""
+
+    docs: dict[DocId, dict[str, Any] | None]
+    position: Position
+    queries: int = field(default=0)
+
+
+class DocumentBuilder(Protocol):
+    def indexes(self) -> Sequence[IndexSpec]: ...
+    def mapping(self, index: str) -> dict: ...
+    def resolve(self, changes: Sequence[Change]) -> dict[str, set[DocId]]: ...
+    def build(self, index: str, ids: Collection[DocId]) -> Built: ...

@@ -75,7 +75,7 @@ def opensearch():
 
     client = OpenSearch([OPENSEARCH_URL], timeout=60)
     try:
-        client.cluster.health(wait_for_status="yellow", timeout="30s")
+        client.cluster.health(wait_for_status="yellow")
     except Exception as err:  # noqa: BLE001
         pytest.fail(f"OpenSearch is not reachable at {OPENSEARCH_URL} ({err}); run `make services` first")
     return client

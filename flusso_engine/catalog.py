@@ -58,6 +58,7 @@ SELECT n.nspname, c.relname, c.relreplident, a.attname,
        (SELECT jsonb_agg(jsonb_build_array(i.indisprimary, ARRAY(
             SELECT att.attname::text FROM unnest(i.indkey) WITH ORDINALITY k(attnum, ord)
             JOIN pg_attribute att ON att.attrelid = i.indrelid AND att.attnum = k.attnum
+            WHERE k.ord <= i.indnkeyatts  -- INCLUDE columns are carried, not part of the key
             ORDER BY k.ord)))
           FROM pg_index i WHERE i.indrelid = c.oid AND i.indisunique AND i.indpred IS NULL
             AND i.indexprs IS NULL AND i.indisvalid)

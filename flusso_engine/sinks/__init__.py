@@ -1,16 +1,21 @@
-"""Where documents go: the Sink protocol, the seeded marker and the flush report."""
+"""Where documents go: the Sink protocol, the seeded marker, the write buffer and the flush report."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..changes import DocId
 
 
 @dataclass(frozen=True)
 class SeedMarker:
-    """What `_meta.flusso` records: which definition, slot and database an index was seeded from."""
+    """What `_meta.flusso` records: which definition, slot and database an index was seeded from.
+
+    `position` is the WAL position the seeding ran at: a server whose current position is below it
+    was restored from an older backup, and every later write would lose its version check.
+    """
 
     definition_hash: str
     slot: str
@@ -24,6 +29,29 @@ class SeedMarker:
             "system_identifier": self.system_identifier,
             "position": self.position,
         }
+
+    @classmethod
+    def from_meta(cls, meta: Any) -> SeedMarker | None:
+        """The marker `as_meta` wrote, or None for anything else (absent, hand-edited, older layout)."""
+        if not isinstance(meta, Mapping):
+            return None
+        try:
+            return cls(
+                definition_hash=str(meta["definition_hash"]),
+                slot=str(meta["slot"]),
+                system_identifier=str(meta["system_identifier"]),
+                position=int(meta.get("position", 0)),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def same_seed(self, other: SeedMarker) -> bool:
+        """Same definition, slot and database: what `is_seeded` checks (the position is not compared)."""
+        return (self.definition_hash, self.slot, self.system_identifier) == (
+            other.definition_hash,
+            other.slot,
+            other.system_identifier,
+        )
 
 
 @dataclass
@@ -43,12 +71,55 @@ class FlushReport:
     seconds: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class PendingWrite:
+    index: str
+    doc_id: DocId
+    doc: dict | None  # None: delete
+    version: int
+
+
+class WriteBuffer:
+    """The writes waiting for the next flush, one per (index, id).
+
+    A document written twice before a flush is sent once: the higher version wins (the lower one
+    would be refused by the version check anyway), the later write on a tie.
+    """
+
+    def __init__(self) -> None:
+        self._writes: dict[tuple[str, DocId], PendingWrite] = {}
+
+    def add(self, index: str, doc_id: DocId, doc: dict | None, version: int) -> None:
+        key = (index, doc_id)
+        old = self._writes.get(key)
+        if old is None or old.version <= version:
+            self._writes[key] = PendingWrite(index, doc_id, doc, version)
+
+    def writes(self) -> list[PendingWrite]:
+        return list(self._writes.values())
+
+    def clear(self) -> None:
+        self._writes.clear()
+
+    def __len__(self) -> int:
+        return len(self._writes)
+
+
 class Sink(Protocol):
+    """A destination of documents; see DESIGN §2 and §4.
+
+    `is_seeded(index, expected)` takes the marker a seeded index must match (definition hash, slot,
+    system identifier; not the position): the engine knows them, the sink only stores markers.
+    """
+
     def ensure_index(self, index: str, mapping: dict) -> None: ...
-    def is_seeded(self, index: str) -> bool: ...
+    def is_seeded(self, index: str, expected: SeedMarker) -> bool: ...
+    def seed_marker(self, index: str) -> SeedMarker | None: ...
+    def definition_hash(self, index: str) -> str | None: ...
     def mark_seeded(self, index: str, marker: SeedMarker) -> None: ...
     def mark_unseeded(self, index: str) -> None: ...
     def recreate(self, index: str, mapping: dict) -> None: ...
+    def refresh(self, index: str) -> None: ...
     def count(self, index: str) -> int: ...
     def write(self, index: str, doc_id: DocId, doc: dict | None, version: int) -> None: ...
     def flush(self) -> FlushReport: ...

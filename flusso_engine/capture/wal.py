@@ -1,0 +1,729 @@
+"""`WalCapture`: live changes from a logical replication slot, over the streaming replication protocol.
+
+One replication connection (psycopg 3's libpq layer, `replication=database`) runs
+`START_REPLICATION SLOT ... LOGICAL` with `pgoutput`; `stream()` decodes what arrives into `Change`s,
+and `ack()` moves the slot with standby status updates. The design points:
+
+- **Two threads share the connection, under one lock.** `stream()` is a generator that its
+  consumer drives, and the consumer blocks when the queue is full (back-pressure), possibly for
+  longer than `wal_sender_timeout`. So replies cannot live only inside the generator: a small
+  feedback thread sends a status update every `status_interval_s`, and `ack()` sends one at once.
+  libpq connections are not thread-safe, so every use of the `PGconn` holds `_io`; the generator
+  holds it only while it reads what is already buffered (never across a `select` or a `yield`).
+  While the consumer is blocked nothing is read, the socket fills, and the server's walsender
+  waits on it while still reading our replies, so the connection lives and memory stays flat.
+- **Never more than the caller acked**, except one case the contract asks for: when nothing
+  received is still unflushed (no transaction in progress, the last commit yielded is acked), a
+  keepalive's WAL end is reported as flushed, so an idle publication never pins WAL.
+- **Reconnect and resume.** A dropped connection is reopened with backoff up to a bound, starting
+  from the last flushed position; transactions at or before it that the server resends are skipped.
+- **A slot still held** by another connection (a crashed run's walsender not yet gone) is waited
+  for, up to `slot_wait_s`.
+- **Stop** is the `threading.Event` handed in: `stream()` notices it within a fraction of a second,
+  sends a last status update and returns. An `ack()` that comes after that (the pipeline acks
+  what it flushed on the way down) advances the slot with `pg_replication_slot_advance`.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import errors, pq, sql
+
+from ..changes import Change, Position, commit, int_to_lsn, lsn_to_int
+from ..config import qualify, split_table
+from ..error import SourceError
+from . import pgoutput
+from .pgoutput import UNCHANGED, Value
+from .replication import XLOG_HEADER, keepalive, standby_status
+
+log = logging.getLogger(__name__)
+
+PUBLISH = "insert, update, delete, truncate"
+SNAPSHOT_PAGE = 5000
+_DRAIN_MAX = 2000  # messages taken from libpq's buffer per lock hold ...
+_DRAIN_BYTES = 4 << 20  # ... and bytes: what a blocked consumer leaves held in memory
+_POLL_S = 0.2  # longest wait on the socket before looking at the stop event again
+_RETRYABLE_CLASSES = ("08", "53", "57")  # connection exception, insufficient resources, operator intervention
+_REFUSALS = (  # connection failures that waiting will not cure
+    "authentication failed",
+    "pg_hba.conf",
+    "does not exist",
+    "must be superuser or replication role",
+    "permission denied",
+)
+
+
+class _Lost(Exception):
+    """The replication connection failed in a way a reconnect may cure."""
+
+
+@dataclass(frozen=True)
+class SlotInfo:
+    """What `pg_replication_slots` says about the slot, positions as integers."""
+
+    slot: str
+    plugin: str
+    active: bool
+    active_pid: int | None
+    confirmed_flush_lsn: Position | None
+    restart_lsn: Position | None
+    current: Position  # pg_current_wal_lsn()
+    lag_bytes: int | None  # current - confirmed_flush: the WAL the slot keeps from being recycled
+    wal_status: str | None  # reserved | extended | unreserved | lost (lost: the slot is unusable)
+
+
+@dataclass(frozen=True, slots=True)
+class _Rel:
+    """A Relation message reduced to what building rows needs."""
+
+    table: str
+    names: tuple[str, ...]
+    keys: tuple[tuple[int, str], ...]  # (position, name) of the identity's columns
+
+
+class WalCapture:
+    """The `ChangeCapture` over a pgoutput logical replication slot."""
+
+    def __init__(
+        self,
+        dsn: str,
+        slot: str,
+        publication: str,
+        stop: threading.Event,
+        full_identity: set[str] | frozenset[str] = frozenset(),
+        slot_wait_s: float = 60.0,
+        logger: logging.Logger | None = None,
+        *,
+        status_interval_s: float = 10.0,
+        reconnect_attempts: int = 8,
+        reconnect_backoff_s: float = 0.5,
+        max_backoff_s: float = 10.0,
+        snapshot_page: int = SNAPSHOT_PAGE,
+    ) -> None:
+        self._dsn = dsn
+        self.slot = slot
+        self.publication = publication
+        self._stop = stop
+        self._full_identity = {qualify(t) for t in full_identity}
+        self._slot_wait_s = slot_wait_s
+        self._log = logger or log
+        self._status_interval_s = status_interval_s
+        self._reconnect_attempts = reconnect_attempts
+        self._backoff_s = reconnect_backoff_s
+        self._max_backoff_s = max_backoff_s
+        self._snapshot_page = snapshot_page
+
+        self._io = threading.Lock()  # every use of the replication PGconn
+        self._state = threading.Lock()  # the positions below
+        self._conn: psycopg.Connection | None = None
+        self._streaming = False
+        self._acked: Position = 0  # the most the caller has acknowledged
+        self._idle: Position = 0  # a keepalive's WAL end, taken when nothing received was unflushed
+        self._sent: Position = 0  # the last position reported to the server
+        self._last_yielded: Position = 0  # end LSN of the last commit marker handed out
+        self._relations: dict[int, _Rel] = {}
+        self.reconnects = 0  # connections lost and reopened, for tests and observers
+
+    # --- set-up and inspection ------------------------------------------------------------------
+
+    def prepare(self, tables: Sequence[str]) -> bool:
+        """Create what capture needs, idempotently: the publication for exactly `tables`, REPLICA
+        IDENTITY FULL on the `full_identity` tables, and the slot. True iff the slot had to be
+        created (the caller then treats every index as unseeded: changes may have been missed).
+
+        The publication comes first: pgoutput reads it through the slot's historic snapshot, so a
+        publication created after the slot would be missing for the WAL in between.
+        """
+        wanted = list(dict.fromkeys(qualify(t) for t in tables))
+        if not wanted:
+            raise ValueError("prepare() needs at least one table to publish")
+        with self._sql() as conn:
+            (level,) = conn.execute("SHOW wal_level").fetchone() or ("",)
+            if level != "logical":
+                raise SourceError(
+                    f"wal_level is {level!r}, but capture needs 'logical': set wal_level = logical in "
+                    "postgresql.conf (or ALTER SYSTEM SET wal_level = logical) and restart PostgreSQL"
+                )
+            self._ensure_publication(conn, wanted)
+            self._ensure_identity(conn)
+            return self._ensure_slot(conn)
+
+    def _ensure_publication(self, conn: psycopg.Connection, tables: list[str]) -> None:
+        name = sql.Identifier(self.publication)
+        targets = sql.SQL(", ").join(sql.Identifier(*split_table(t)) for t in tables)
+        row = conn.execute(
+            "SELECT oid, puballtables, pubinsert AND pubupdate AND pubdelete AND pubtruncate, pubviaroot "
+            "FROM pg_publication WHERE pubname = %s",
+            (self.publication,),
+        ).fetchone()
+        with _sql_errors(f"publication {self.publication}"):
+            if row is not None and row[1]:
+                conn.execute(sql.SQL("DROP PUBLICATION {}").format(name))
+                self._log.info("publication %s was FOR ALL TABLES; recreating it for flusso's tables", name)
+                row = None
+            if row is None:
+                conn.execute(
+                    sql.SQL(
+                        "CREATE PUBLICATION {} FOR TABLE {} "
+                        "WITH (publish = {}, publish_via_partition_root = true)"
+                    ).format(name, targets, sql.Literal(PUBLISH))
+                )
+                self._log.info("created publication %s for %d tables", self.publication, len(tables))
+                return
+            oid, _, all_actions, via_root = row
+            current = conn.execute(
+                "SELECT n.nspname || '.' || c.relname, pr.prattrs IS NOT NULL OR pr.prqual IS NOT NULL "
+                "FROM pg_publication_rel pr JOIN pg_class c ON c.oid = pr.prrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE pr.prpubid = %s",
+                (oid,),
+            ).fetchall()
+            (schemas,) = conn.execute(
+                "SELECT count(*) FROM pg_publication_namespace WHERE pnpubid = %s", (oid,)
+            ).fetchone() or (0,)
+            narrowed = any(filtered for _, filtered in current)
+            if {t for t, _ in current} != set(tables) or schemas or narrowed:
+                conn.execute(sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(name, targets))
+                self._log.info(
+                    "publication %s now covers exactly flusso's %d tables", self.publication, len(tables)
+                )
+            if not (all_actions and via_root):
+                options = sql.SQL("ALTER PUBLICATION {} SET (publish = {}, publish_via_partition_root = on)")
+                conn.execute(options.format(name, sql.Literal(PUBLISH)))
+                self._log.info("publication %s now publishes %s", self.publication, PUBLISH)
+
+    def _ensure_identity(self, conn: psycopg.Connection) -> None:
+        if not self._full_identity:
+            return
+        rows = conn.execute(
+            "SELECT n.nspname || '.' || c.relname, c.relreplident FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind IN ('r', 'p') AND n.nspname || '.' || c.relname = ANY(%s)",
+            (sorted(self._full_identity),),
+        ).fetchall()
+        found = dict(rows)
+        missing = sorted(self._full_identity - set(found))
+        if missing:
+            raise SourceError(f"cannot set REPLICA IDENTITY FULL: table {', '.join(missing)} does not exist")
+        for table in sorted(t for t, ident in found.items() if ident != "f"):
+            with _sql_errors(f"table {table}"):
+                target = sql.Identifier(*split_table(table))
+                conn.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(target))
+            self._log.info(
+                "set REPLICA IDENTITY FULL on %s: its old rows are needed to find the documents it leaves",
+                table,
+            )
+
+    def _ensure_slot(self, conn: psycopg.Connection) -> bool:
+        row = conn.execute(
+            "SELECT plugin, slot_type, database = current_database(), wal_status "
+            "FROM pg_replication_slots WHERE slot_name = %s",
+            (self.slot,),
+        ).fetchone()
+        if row is not None:
+            plugin, kind, same_db, wal_status = row
+            if kind != "logical" or plugin != "pgoutput" or not same_db:
+                raise SourceError(
+                    f'replication slot "{self.slot}" exists but is not a pgoutput logical slot of this '
+                    f"database ({kind}, plugin {plugin}): choose another source.slot, or drop it"
+                )
+            if wal_status != "lost":
+                return False
+            self._log.warning(
+                "replication slot %s was invalidated (its WAL was removed); recreating it, every index "
+                "it feeds will be backfilled",
+                self.slot,
+            )
+            self._drop_slot(conn)
+        try:
+            with _sql_errors(f"replication slot {self.slot}"):
+                conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (self.slot,))
+        except SourceError as err:
+            if isinstance(err.__cause__, errors.DuplicateObject):
+                return False  # created concurrently by another start
+            raise
+        self._log.info("created logical replication slot %s (pgoutput)", self.slot)
+        return True
+
+    def system_identifier(self) -> int:
+        """The cluster's identity: a restored or different server has another one."""
+        with self._sql() as conn:
+            row = conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def current_position(self) -> Position:
+        with self._sql() as conn:
+            row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+        assert row is not None
+        return lsn_to_int(row[0])
+
+    def slot_info(self) -> SlotInfo | None:
+        """The slot as the server sees it, or None if it does not exist."""
+        with self._sql() as conn:
+            row = conn.execute(
+                "SELECT plugin, active, active_pid, confirmed_flush_lsn::text, restart_lsn::text, "
+                "pg_current_wal_lsn()::text, wal_status FROM pg_replication_slots WHERE slot_name = %s",
+                (self.slot,),
+            ).fetchone()
+        if row is None:
+            return None
+        plugin, active, pid, confirmed, restart, current, wal_status = row
+        confirmed_i = lsn_to_int(confirmed) if confirmed else None
+        current_i = lsn_to_int(current)
+        return SlotInfo(
+            slot=self.slot,
+            plugin=plugin,
+            active=bool(active),
+            active_pid=pid,
+            confirmed_flush_lsn=confirmed_i,
+            restart_lsn=lsn_to_int(restart) if restart else None,
+            current=current_i,
+            lag_bytes=None if confirmed_i is None else max(0, current_i - confirmed_i),
+            wal_status=wal_status,
+        )
+
+    def teardown(self) -> None:
+        """Drop the slot (ending the server process that holds it, if any) and the publication."""
+        with self._sql() as conn:
+            self._drop_slot(conn)
+            conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(self.publication)))
+            self._log.info("dropped replication slot %s and publication %s", self.slot, self.publication)
+
+    def _drop_slot(self, conn: psycopg.Connection) -> None:
+        deadline = time.monotonic() + 10
+        while True:
+            row = conn.execute(
+                "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (self.slot,)
+            ).fetchone()
+            if row is None:
+                return
+            if row[0] is not None:
+                conn.execute("SELECT pg_terminate_backend(%s)", (row[0],))
+            try:
+                conn.execute("SELECT pg_drop_replication_slot(%s)", (self.slot,))
+                return
+            except errors.ObjectInUse:
+                if time.monotonic() > deadline:
+                    raise SourceError(f'replication slot "{self.slot}" stays in use: not dropped') from None
+                time.sleep(0.1)
+            except errors.UndefinedObject:
+                return
+
+    # --- snapshot --------------------------------------------------------------------------------
+
+    def snapshot(self, table: str, key: Sequence[str]) -> Iterator[Change]:
+        """Every row's key, in key order, as `insert`s at position 0.
+
+        Keyset pagination (`WHERE (k1, k2) > (...) ORDER BY k1, k2 LIMIT n`) walks the key's index
+        page by page in short statements, so no long transaction pins the database. Only the key
+        columns are read, as text: the builder rebuilds each document from the current rows anyway.
+        """
+        qualified = qualify(table)
+        schema, name = split_table(qualified)
+        # Qualified column references: a bare `ORDER BY id` would sort by the output column `id::text`.
+        cols = [sql.Identifier(schema, name, k) for k in key]
+        names = list(key)
+        select_list = sql.SQL(", ").join(sql.SQL("{}::text").format(c) for c in cols)
+        order = sql.SQL(", ").join(cols)
+        source = sql.Identifier(schema, name)
+        first = sql.SQL("SELECT {} FROM {} ORDER BY {} LIMIT %s").format(select_list, source, order)
+        after = sql.SQL("SELECT {} FROM {} WHERE ({}) > ({}) ORDER BY {} LIMIT %s").format(
+            select_list, source, order, sql.SQL(", ").join(sql.Placeholder() * len(cols)), order
+        )
+        with self._sql() as conn:
+            last: tuple | None = None
+            while True:
+                with _sql_errors(f"table {qualified}"):
+                    if last is None:
+                        rows = conn.execute(first, (self._snapshot_page,)).fetchall()
+                    else:
+                        rows = conn.execute(after, (*last, self._snapshot_page)).fetchall()
+                for r in rows:
+                    yield Change(qualified, "insert", new=dict(zip(names, r, strict=True)))
+                if len(rows) < self._snapshot_page:
+                    return
+                last = rows[-1]
+
+    # --- streaming -------------------------------------------------------------------------------
+
+    def stream(self) -> Iterator[Change]:
+        """Live changes in commit order, each transaction closed by a `commit` marker, until stop."""
+        with self._state:
+            if self._streaming:
+                raise RuntimeError("stream() is already running on this WalCapture")
+            self._streaming = True
+        done = threading.Event()
+        feeder = threading.Thread(
+            target=self._feedback_loop, args=(done,), name=f"flusso-feedback-{self.slot}", daemon=True
+        )
+        feeder.start()
+        failures = 0
+        try:
+            while not self._stop.is_set():
+                try:
+                    if not self._start():
+                        return
+                    failures = 0
+                    yield from self._receive()
+                    return
+                except _Lost as err:
+                    self._close()
+                    failures += 1
+                    if failures > self._reconnect_attempts:
+                        raise SourceError(
+                            "lost the replication connection to PostgreSQL and could not get it back after "
+                            f"{self._reconnect_attempts} attempts ({err}); nothing after the last ack was "
+                            "lost: start again once the database is reachable"
+                        ) from None
+                    self.reconnects += 1
+                    delay = min(self._backoff_s * 2 ** (failures - 1), self._max_backoff_s)
+                    self._log.warning(
+                        "replication connection lost (%s); reconnecting in %.1fs (attempt %d of %d)",
+                        err, delay, failures, self._reconnect_attempts,
+                    )
+                    if self._stop.wait(delay):
+                        return
+        finally:
+            done.set()
+            self._finish()
+            feeder.join(timeout=5)
+
+    def ack(self, position: Position) -> None:
+        """Everything at or before `position` is durable downstream: report it to the server."""
+        with self._state:
+            if position <= self._acked:
+                return
+            self._acked = position
+        with self._io:
+            if self._conn is not None:
+                self._send_locked(self._flushed())
+                return
+            streaming = self._streaming
+        if not streaming:  # stream() has returned: no connection to report on
+            self._advance_slot(self._flushed())
+
+    @property
+    def acked(self) -> Position:
+        return self._acked
+
+    def _flushed(self) -> Position:
+        return max(self._acked, self._idle)
+
+    def _start(self) -> bool:
+        """Open the replication connection and START_REPLICATION, waiting for a held slot.
+
+        False if the stop event was set while waiting.
+        """
+        deadline = time.monotonic() + self._slot_wait_s
+        next_log = 0.0
+        start_at = self._flushed()
+        command = sql.SQL(
+            "START_REPLICATION SLOT {} LOGICAL {} (proto_version '1', publication_names {})"
+        ).format(sql.Identifier(self.slot), sql.SQL(int_to_lsn(start_at)), sql.Literal(self.publication))
+        while True:
+            try:
+                conn = psycopg.connect(self._conninfo(), autocommit=True, replication="database")
+            except psycopg.OperationalError as err:
+                if any(marker in str(err) for marker in _REFUSALS):
+                    raise SourceError(f"cannot open a replication connection: {_first_line(err)}") from None
+                raise _Lost(_first_line(err)) from None
+            try:
+                conn.pgconn.send_query(command.as_bytes(conn))
+                res = conn.pgconn.get_result()
+            except psycopg.OperationalError as err:
+                conn.close()
+                raise _Lost(_first_line(err)) from None
+            if res is not None and res.status == pq.ExecStatus.COPY_BOTH:
+                break
+            err = errors.error_from_result(res) if res is not None else errors.OperationalError("no result")
+            conn.close()
+            if not isinstance(err, errors.ObjectInUse):
+                if _retryable(err):
+                    raise _Lost(_first_line(err))
+                missing = isinstance(err, errors.UndefinedObject)
+                hint = " (prepare() creates it: was it dropped?)" if missing else ""
+                raise SourceError(f"START_REPLICATION on slot {self.slot} failed: {_first_line(err)}{hint}")
+            now = time.monotonic()
+            if now >= deadline:
+                raise SourceError(
+                    f'replication slot "{self.slot}" is still in use after waiting {self._slot_wait_s:g}s '
+                    f"({_first_line(err)}). Another flusso may be running on it, or a crashed run's server "
+                    "process has not exited yet: stop the other consumer, or end that server process "
+                    "(pg_terminate_backend of the slot's active_pid in pg_replication_slots)"
+                )
+            if now >= next_log:
+                self._log.warning(
+                    "replication slot %s is in use (%s); waiting up to %.0fs more for it to be released",
+                    self.slot, _first_line(err), deadline - now,
+                )
+                next_log = now + 10
+            if self._stop.wait(min(0.5, deadline - now)):
+                return False
+        with self._io:
+            self._conn = conn
+            self._send_locked(self._flushed())
+        self._log.info("streaming from slot %s at %s", self.slot, int_to_lsn(start_at))
+        return True
+
+    def _receive(self) -> Iterator[Change]:
+        """Read, decode and hand out changes until the stop event is set (or the connection fails)."""
+        conn = self._conn
+        assert conn is not None
+        pg = conn.pgconn
+        sock = pg.socket
+        stop = self._stop
+        io = self._io
+        relations = self._relations
+        decode = pgoutput.decode
+        in_txn = False  # received a Begin whose commit marker is not yet handed out
+        skipping = False  # inside a transaction already acked (resent after a reconnect)
+        position: Position = 0
+        while not stop.is_set():
+            with io:
+                try:
+                    pg.consume_input()
+                    batch, ended = _drain(pg)
+                except psycopg.OperationalError as err:
+                    raise _Lost(_first_line(err)) from None
+            if not batch and not ended:
+                try:
+                    select.select([sock], [], [], _POLL_S)
+                except (OSError, ValueError) as err:
+                    raise _Lost(str(err)) from None
+                continue
+            for data in batch:
+                if stop.is_set():
+                    return
+                if data[0] == 0x6B:  # k: a keepalive (anything else is an XLogData's payload)
+                    self._on_keepalive(data, in_txn)
+                    continue
+                msg = decode(data)
+                cls = type(msg)
+                if skipping and cls is not pgoutput.Begin and cls is not pgoutput.Relation:
+                    if cls is pgoutput.Commit:
+                        skipping = False
+                    continue
+                if cls is pgoutput.Insert:
+                    rel = self._rel(msg.relation_oid)
+                    yield Change(rel.table, "insert", new=_new(rel, msg.new), position=position)
+                elif cls is pgoutput.Update:
+                    rel = self._rel(msg.relation_oid)
+                    yield _update(rel, msg, position)
+                elif cls is pgoutput.Delete:
+                    rel = self._rel(msg.relation_oid)
+                    yield Change(rel.table, "delete", old=_old(rel, msg.old, msg.old_kind), position=position)
+                elif cls is pgoutput.Begin:
+                    if msg.final_lsn < self._flushed():
+                        skipping = True  # committed at or before what is acked: resent after a reconnect
+                    else:
+                        in_txn, position = True, msg.final_lsn
+                elif cls is pgoutput.Commit:
+                    in_txn = False
+                    self._last_yielded = msg.end_lsn
+                    yield commit(msg.end_lsn)
+                elif cls is pgoutput.Relation:
+                    relations[msg.oid] = _Rel(
+                        table=msg.qualified,
+                        names=tuple(c.name for c in msg.columns),
+                        keys=tuple((i, c.name) for i, c in enumerate(msg.columns) if c.is_key),
+                    )
+                elif cls is pgoutput.Truncate:
+                    for oid in msg.relation_oids:
+                        yield Change(self._rel(oid).table, "truncate", position=position)
+                # Type, Origin, LogicalMessage: nothing to do
+            if ended:  # the server ended the COPY: an error, or its shutdown
+                self._end_of_copy(pg)
+
+    def _rel(self, oid: int) -> _Rel:
+        try:
+            return self._relations[oid]
+        except KeyError:
+            raise pgoutput.DecodeError(f"a change to relation {oid} came before its Relation") from None
+
+    def _on_keepalive(self, data: bytes, in_txn: bool) -> None:
+        ka = keepalive(data)
+        with self._state:
+            if not in_txn and self._last_yielded <= self._acked and ka.wal_end > self._idle:
+                # Everything before wal_end has been received and everything received is acked: the
+                # WAL up to there holds nothing for us (other tables, other databases, empty xacts).
+                self._idle = ka.wal_end
+            position = self._flushed()
+        if ka.reply_requested or position > self._sent:
+            with self._io:
+                self._send_locked(position)
+
+    def _send_locked(self, position: Position) -> None:
+        """Send a standby status update; the caller holds `_io`. A failure is left for the reader."""
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            conn.pgconn.put_copy_data(standby_status(position))
+            conn.pgconn.flush()
+        except psycopg.OperationalError as err:
+            self._log.debug("status update not sent: %s", _first_line(err))
+            return
+        self._sent = position
+
+    def _feedback_loop(self, done: threading.Event) -> None:
+        """Keep the walsender from timing out while the consumer is blocked (see the module doc)."""
+        while not done.wait(self._status_interval_s):
+            with self._io:
+                self._send_locked(self._flushed())
+
+    def _end_of_copy(self, pg: pq.abc.PGconn) -> None:
+        res = pg.get_result()
+        if res is not None and res.status == pq.ExecStatus.FATAL_ERROR:
+            err = errors.error_from_result(res)
+            if not _retryable(err):
+                raise SourceError(f"replication from slot {self.slot} failed: {_first_line(err)}")
+            raise _Lost(_first_line(err))
+        raise _Lost("the server ended replication")
+
+    def _close(self) -> None:
+        with self._io:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _finish(self) -> None:
+        """Report the flushed position one last time, close, and hand later acks to SQL."""
+        with self._io:
+            conn = self._conn
+            if conn is not None:
+                self._send_locked(self._flushed())
+                self._conn = None
+                conn.close()
+            with self._state:
+                self._streaming = False
+            position, sent = self._flushed(), self._sent
+        if position > sent:
+            self._advance_slot(position)
+
+    def _advance_slot(self, position: Position) -> None:
+        """Move an inactive slot's confirmed position with SQL (after stream() has returned)."""
+        lsn = int_to_lsn(position)
+        try:
+            with self._sql() as conn:
+                for _ in range(30):
+                    try:
+                        conn.execute(
+                            "SELECT pg_replication_slot_advance(slot_name, %s::pg_lsn) "
+                            "FROM pg_replication_slots "
+                            "WHERE slot_name = %s AND confirmed_flush_lsn < %s::pg_lsn",
+                            (lsn, self.slot, lsn),
+                        )
+                        self._sent = max(self._sent, position)
+                        return
+                    except errors.ObjectInUse:  # our walsender is still exiting, or someone else streams
+                        time.sleep(0.1)
+        except (psycopg.Error, SourceError) as err:
+            self._log.warning(
+                "could not advance slot %s to %s (%s): changes after its confirmed position will be "
+                "delivered again on the next start",
+                self.slot, lsn, _first_line(err),
+            )
+            return
+        self._log.warning("slot %s is in use elsewhere; its position was not advanced to %s", self.slot, lsn)
+
+    # --- connections -----------------------------------------------------------------------------
+
+    def _conninfo(self) -> str:
+        """The DSN plus defaults that suit a long-lived connection, unless the DSN sets them."""
+        given = psycopg.conninfo.conninfo_to_dict(self._dsn)
+        extra = {
+            "connect_timeout": 10,
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+            "application_name": "flusso",
+        }
+        return psycopg.conninfo.make_conninfo(self._dsn, **{k: v for k, v in extra.items() if k not in given})
+
+    @contextmanager
+    def _sql(self) -> Iterator[psycopg.Connection]:
+        """A short-lived ordinary connection (autocommit) for set-up, inspection and snapshots."""
+        try:
+            conn = psycopg.connect(self._conninfo(), autocommit=True)
+        except psycopg.OperationalError as err:
+            raise SourceError(f"cannot connect to PostgreSQL: {_first_line(err)}") from None
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _drain(pg: pq.abc.PGconn) -> tuple[list[bytes], bool]:
+    """The complete messages libpq has buffered (at most `_DRAIN_MAX`), and whether the COPY ended.
+
+    An XLogData comes back as its pgoutput payload alone (copied once, without the header), a
+    keepalive whole: pgoutput messages start with an upper-case letter, a keepalive with `k`.
+    """
+    out: list[bytes] = []
+    size = 0
+    while len(out) < _DRAIN_MAX and size < _DRAIN_BYTES:
+        n, data = pg.get_copy_data(1)
+        if n > 0:
+            out.append(bytes(data[XLOG_HEADER:]) if data[0] == 0x77 else bytes(data))
+            size += n
+        elif n == 0:
+            break
+        else:  # -1: the server ended the COPY (-2 raises OperationalError)
+            return out, True
+    return out, False
+
+
+def _old(rel: _Rel, values: tuple[Value, ...], kind: str) -> dict[str, Value]:
+    if kind == "K":  # only the identity's columns are real; the server sends the rest as NULL
+        return {name: values[i] for i, name in rel.keys}
+    return _new(rel, values)
+
+
+def _new(rel: _Rel, values: tuple[Value, ...]) -> dict[str, Value]:
+    return dict(zip(rel.names, values, strict=False))
+
+
+def _update(rel: _Rel, msg: pgoutput.Update, position: Position) -> Change:
+    new = _new(rel, msg.new)
+    old = None if msg.old is None or msg.old_kind is None else _old(rel, msg.old, msg.old_kind)
+    if old is not None and UNCHANGED in msg.new:
+        for name, value in new.items():
+            if value is UNCHANGED and name in old and old[name] is not UNCHANGED:
+                new[name] = old[name]  # FULL identity sent the old value, which is also the new one
+    return Change(rel.table, "update", new=new, old=old, position=position)
+
+
+def _retryable(err: psycopg.Error) -> bool:
+    state = err.sqlstate or ""
+    return not state or state.startswith(_RETRYABLE_CLASSES)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+@contextmanager
+def _sql_errors(what: str) -> Iterator[None]:
+    """Turn a database's refusal during set-up into a `SourceError` that says what to do."""
+    try:
+        yield
+    except errors.InsufficientPrivilege as err:
+        raise SourceError(
+            f"{what}: {_first_line(err)} (the source user needs to own the tables, or be a superuser, "
+            "to create the publication and set replica identity; or create them beforehand)"
+        ) from err
+    except psycopg.Error as err:
+        raise SourceError(f"{what}: {_first_line(err)}") from err

@@ -24,6 +24,10 @@ class Change:
     marker that follows the last of them carries the commit's *end* LSN, the position that
     may be acknowledged once every change before it is flushed. Snapshot rows are `insert`s
     with position 0 and no marker: a backfill acknowledges nothing.
+
+    `xid` is the transaction's id (32 bits, as pgoutput sends it; 0 for snapshot rows). A
+    transaction reaches the slot a moment before it is visible to other sessions' snapshots, so
+    the builder waits for these ids to be visible before it reads the rows they changed.
     """
 
     table: str
@@ -31,14 +35,15 @@ class Change:
     new: Row | None = None
     old: Row | None = None
     position: Position = 0
+    xid: int = 0
 
     @property
     def is_commit(self) -> bool:
         return self.op == "commit"
 
 
-def commit(position: Position) -> Change:
-    return Change(table="", op="commit", position=position)
+def commit(position: Position, xid: int = 0) -> Change:
+    return Change(table="", op="commit", position=position, xid=xid)
 
 
 def escape_key_part(value: Any) -> str:

@@ -7,8 +7,8 @@ settings, privileges, slot and publication), then judged by pure functions, so e
 its own. What `run` sets up by itself (publication, slot, REPLICA IDENTITY FULL) is a note, not a
 problem; it becomes a problem only when the role could not do it.
 
-`needs_full_identity` lives here as the one statement of which tables' old rows must carry more
-than their primary key: the builder's resolve and capture's `prepare` both rely on it.
+Which tables need REPLICA IDENTITY FULL is the builder's to say (`documents.sql.needs_full_identity`,
+derived from the very lookups resolve makes); `old_row_columns` only words the note about it.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import psycopg
 
 from .catalog import Catalog, Column, Table, read_catalog
 from .config import FlussoConfig, RelationConfig, did_you_mean, qualify, relation_path, split_table
+from .documents.sql import needs_full_identity
 from .error import ConfigError, Problem
 
 _ACTIONS = ("insert", "update", "delete", "truncate")
@@ -119,24 +120,6 @@ def old_row_columns(config: FlussoConfig) -> dict[str, set[str]]:
         elif rel.on:
             needed.setdefault(edge.table, set()).update(rel.on.values())
     return needed
-
-
-def needs_full_identity(config: FlussoConfig, catalog: Catalog) -> set[str]:
-    """Qualified names of the tables that need REPLICA IDENTITY FULL, whether or not they have it.
-
-    By default an old row carries only the primary key: a table needs FULL when the columns of
-    `old_row_columns` are not all in its primary key (a table without one always does), or when
-    its identity is NOTHING. Tables missing from the catalog are left to validation to report.
-    """
-    out = set()
-    for name, columns in old_row_columns(config).items():
-        table = catalog.get(name)
-        if table is None:
-            continue
-        columns = columns & table.columns.keys()  # a missing column is validation's problem
-        if table.replica_identity == "n" or not columns <= set(table.primary_key):
-            out.add(table.qualified)
-    return out
 
 
 # --- tables, columns and keys ------------------------------------------------------------------

@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 import pytest
-from conftest import OPENSEARCH_URL
 from opensearchpy.exceptions import TransportError
 
 from flusso_engine.config import SinkConfig
@@ -20,6 +19,8 @@ from flusso_engine.error import RejectedItem, SinkError
 from flusso_engine.policy import FailurePolicies
 from flusso_engine.sinks import SeedMarker
 from flusso_engine.sinks.opensearch import DEAD_LETTER_SUFFIX, OpenSearchSink, client_kwargs, redact_url
+
+from .conftest import OPENSEARCH_URL
 
 FAST = FailurePolicies(retries=2, backoff_s=0.01, max_backoff_s=0.05)
 

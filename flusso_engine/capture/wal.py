@@ -486,6 +486,7 @@ class WalCapture:
         in_txn = False  # received a Begin whose commit marker is not yet handed out
         skipping = False  # inside a transaction already acked (resent after a reconnect)
         position: Position = 0
+        xid = 0
         while not stop.is_set():
             with io:
                 try:
@@ -513,22 +514,23 @@ class WalCapture:
                     continue
                 if cls is pgoutput.Insert:
                     rel = self._rel(msg.relation_oid)
-                    yield Change(rel.table, "insert", new=_new(rel, msg.new), position=position)
+                    yield Change(rel.table, "insert", new=_new(rel, msg.new), position=position, xid=xid)
                 elif cls is pgoutput.Update:
                     rel = self._rel(msg.relation_oid)
-                    yield _update(rel, msg, position)
+                    yield _update(rel, msg, position, xid)
                 elif cls is pgoutput.Delete:
                     rel = self._rel(msg.relation_oid)
-                    yield Change(rel.table, "delete", old=_old(rel, msg.old, msg.old_kind), position=position)
+                    yield Change(rel.table, "delete", old=_old(rel, msg.old, msg.old_kind), position=position,
+                                 xid=xid)
                 elif cls is pgoutput.Begin:
                     if msg.final_lsn < self._flushed():
                         skipping = True  # committed at or before what is acked: resent after a reconnect
                     else:
-                        in_txn, position = True, msg.final_lsn
+                        in_txn, position, xid = True, msg.final_lsn, msg.xid
                 elif cls is pgoutput.Commit:
                     in_txn = False
                     self._last_yielded = msg.end_lsn
-                    yield commit(msg.end_lsn)
+                    yield commit(msg.end_lsn, xid)
                 elif cls is pgoutput.Relation:
                     relations[msg.oid] = _Rel(
                         table=msg.qualified,
@@ -537,7 +539,7 @@ class WalCapture:
                     )
                 elif cls is pgoutput.Truncate:
                     for oid in msg.relation_oids:
-                        yield Change(self._rel(oid).table, "truncate", position=position)
+                        yield Change(self._rel(oid).table, "truncate", position=position, xid=xid)
                 # Type, Origin, LogicalMessage: nothing to do
             if ended:  # the server ended the COPY: an error, or its shutdown
                 self._end_of_copy(pg)
@@ -695,14 +697,14 @@ def _new(rel: _Rel, values: tuple[Value, ...]) -> dict[str, Value]:
     return dict(zip(rel.names, values, strict=False))
 
 
-def _update(rel: _Rel, msg: pgoutput.Update, position: Position) -> Change:
+def _update(rel: _Rel, msg: pgoutput.Update, position: Position, xid: int) -> Change:
     new = _new(rel, msg.new)
     old = None if msg.old is None or msg.old_kind is None else _old(rel, msg.old, msg.old_kind)
     if old is not None and UNCHANGED in msg.new:
         for name, value in new.items():
             if value is UNCHANGED and name in old and old[name] is not UNCHANGED:
                 new[name] = old[name]  # FULL identity sent the old value, which is also the new one
-    return Change(rel.table, "update", new=new, old=old, position=position)
+    return Change(rel.table, "update", new=new, old=old, position=position, xid=xid)
 
 
 def _retryable(err: psycopg.Error) -> bool:

@@ -18,9 +18,13 @@ class IndexSpec:
 
 @dataclass
 class Built:
-    """Documents by id (None: the root row is gone, delete it) and the snapshot's WAL position."""
+    """Documents by id (None: the root row is gone, delete it) and the snapshot's WAL position.
 
-    docs: dict[DocId, dict[str, Any] | None]
+    A document is a dict, or the JSON text PostgreSQL wrote (a str) from a builder made with
+    `raw_json`: sinks send that as it is, without parsing and serializing it again.
+    """
+
+    docs: dict[DocId, dict[str, Any] | str | None]
     position: Position
     queries: int = field(default=0)
 
@@ -29,4 +33,4 @@ class DocumentBuilder(Protocol):
     def indexes(self) -> Sequence[IndexSpec]: ...
     def mapping(self, index: str) -> dict: ...
     def resolve(self, changes: Sequence[Change]) -> dict[str, set[DocId]]: ...
-    def build(self, index: str, ids: Collection[DocId]) -> Built: ...
+    def build(self, index: str, ids: Collection[DocId], after: Collection[int] = ()) -> Built: ...

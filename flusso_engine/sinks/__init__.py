@@ -75,7 +75,7 @@ class FlushReport:
 class PendingWrite:
     index: str
     doc_id: DocId
-    doc: dict | None  # None: delete
+    doc: dict | str | None  # None: delete; a str is the document's JSON text
     version: int
 
 
@@ -89,7 +89,7 @@ class WriteBuffer:
     def __init__(self) -> None:
         self._writes: dict[tuple[str, DocId], PendingWrite] = {}
 
-    def add(self, index: str, doc_id: DocId, doc: dict | None, version: int) -> None:
+    def add(self, index: str, doc_id: DocId, doc: dict | str | None, version: int) -> None:
         key = (index, doc_id)
         old = self._writes.get(key)
         if old is None or old.version <= version:
@@ -121,5 +121,5 @@ class Sink(Protocol):
     def recreate(self, index: str, mapping: dict) -> None: ...
     def refresh(self, index: str) -> None: ...
     def count(self, index: str) -> int: ...
-    def write(self, index: str, doc_id: DocId, doc: dict | None, version: int) -> None: ...
+    def write(self, index: str, doc_id: DocId, doc: dict | str | None, version: int) -> None: ...
     def flush(self) -> FlushReport: ...

@@ -110,6 +110,9 @@ class _Action:
 
 
 def _line(value: Any) -> str:
+    """One NDJSON line; a str is JSON text already (a raw document from the builder)."""
+    if isinstance(value, str):
+        return value + "\n"
     return json.dumps(value, separators=(",", ":")) + "\n"
 
 
@@ -123,7 +126,8 @@ def _encode(write: PendingWrite) -> _Action:
 
 def _encode_dead_letter(write: PendingWrite, reason: str, failed_at: str) -> _Action:
     index = write.index + DEAD_LETTER_SUFFIX
-    letter = {"index": write.index, "doc_id": write.doc_id, "reason": reason, "document": write.doc,
+    doc = json.loads(write.doc) if isinstance(write.doc, str) else write.doc
+    letter = {"index": write.index, "doc_id": write.doc_id, "reason": reason, "document": doc,
               "failed_at": failed_at}
     body = _line({"index": {"_index": index, "_id": write.doc_id}}) + _line(letter)
     return _Action(PendingWrite(index, write.doc_id, letter, 0), body.encode())
@@ -246,6 +250,10 @@ class OpenSearchSink:
         """
         if self._call(f"checking index {index}", self.client.indices.exists, index=index):
             return
+        self._create(index, mapping)
+
+    def _create(self, index: str, mapping: dict) -> bool:
+        """Create the index unseeded; False if it exists already (someone else created it)."""
         body = copy.deepcopy(mapping)
         flusso = body.get("mappings", {}).get("_meta", {}).get("flusso")
         if isinstance(flusso, dict):
@@ -256,6 +264,7 @@ class OpenSearchSink:
         raced = isinstance(error, dict) and error.get("type") == "resource_already_exists_exception"
         if error and not raced:
             raise SinkError(f"creating index {index} at {self.where} failed: {self._scrub(_reason(error))}")
+        return not raced
 
     def is_seeded(self, index: str, expected: SeedMarker) -> bool:
         """Marker present and `expected`'s definition (also the one the index was created with), slot
@@ -295,9 +304,17 @@ class OpenSearchSink:
         self._put_meta(index, meta)
 
     def recreate(self, index: str, mapping: dict) -> None:
-        """Drop the index and create it empty, unseeded, with `mapping`."""
-        self._call(f"deleting index {index}", self.client.indices.delete, index=index, ignore=404)
-        self.ensure_index(index, mapping)
+        """Drop the index and create it empty, unseeded, with `mapping`.
+
+        Another writer (a live run beside a forced reseed) can auto-create the index, with guessed
+        types, between the delete and the create: then it is dropped again until the create is ours.
+        """
+        for _ in range(10):
+            self._call(f"deleting index {index}", self.client.indices.delete, index=index, ignore=404)
+            if self._create(index, mapping):
+                return
+        raise SinkError(f"index {index} at {self.where} kept being created by another writer while it was "
+                        "recreated: stop the other writer and try again")
 
     def refresh(self, index: str) -> None:
         self._call(f"refreshing index {index}", self.client.indices.refresh, index=index)
@@ -315,7 +332,7 @@ class OpenSearchSink:
 
     # --- writes -----------------------------------------------------------------------------------
 
-    def write(self, index: str, doc_id: DocId, doc: dict | None, version: int) -> None:
+    def write(self, index: str, doc_id: DocId, doc: dict | str | None, version: int) -> None:
         """Buffer an index (or, for None, a delete) of `doc_id` at `version`; nothing is sent."""
         self._buffer.add(index, doc_id, doc, version)
 

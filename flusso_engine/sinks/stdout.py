@@ -59,7 +59,7 @@ class StdoutSink:
     def count(self, index: str) -> int:
         return len(self._ids.get(index, ()))
 
-    def write(self, index: str, doc_id: DocId, doc: dict | None, version: int) -> None:
+    def write(self, index: str, doc_id: DocId, doc: dict | str | None, version: int) -> None:
         self._buffer.add(index, doc_id, doc, version)
 
     def flush(self) -> FlushReport:
@@ -70,7 +70,8 @@ class StdoutSink:
             return report
         lines = [
             json.dumps({"index": w.index, "id": w.doc_id, "op": "index" if w.doc is not None else "delete",
-                        "version": w.version, "doc": w.doc}, ensure_ascii=False)
+                        "version": w.version, "doc": json.loads(w.doc) if isinstance(w.doc, str) else w.doc},
+                       ensure_ascii=False)
             for w in writes
         ]
         self.stream.write("\n".join(lines) + "\n")

@@ -1,0 +1,216 @@
+"""The `flusso` command. The only place that installs signal handlers: SIGINT/SIGTERM set the stop event.
+
+Exit codes: 0 success or clean stop; 1 a problem to fix before anything runs (config, database
+settings, privileges); 2 a failure while running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from .config import FlussoConfig, load_config
+from .error import ConfigError, FlussoError, SinkError, SourceError
+
+log = logging.getLogger("flusso")
+
+EXIT_OK, EXIT_CONFIG, EXIT_RUNTIME = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flusso", description="Keep OpenSearch indexes in sync with PostgreSQL.")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def cmd(name: str, help: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help)
+        c.add_argument("-c", "--config", required=True, help="path to flusso.yaml")
+        return c
+
+    cmd("validate", "check the config against the live database")
+    run = cmd("run", "mapping first, backfill unseeded indexes, then follow the database live")
+    run.add_argument("--no-live", action="store_true", help="stop after the backfill")
+    bf = cmd("backfill", "backfill unseeded indexes (all with --force), with a progress bar")
+    bf.add_argument("--index", action="append", help="only this index (repeatable)")
+    bf.add_argument("--force", action="store_true", help="reseed even a seeded index")
+    st = cmd("status", "slot lag and, per index, seeded state, documents and root rows")
+    st.add_argument("--json", action="store_true")
+    td = cmd("teardown", "drop the replication slot and the publication")
+    td.add_argument("--yes", action="store_true", help="do not ask")
+    return p
+
+
+def _setup_logging(level: str) -> None:
+    from rich.logging import RichHandler
+
+    handler: logging.Handler
+    if sys.stderr.isatty():
+        handler = RichHandler(show_path=False, rich_tracebacks=False)
+        fmt = "%(message)s"
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    handler.setFormatter(logging.Formatter(fmt))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("flusso").setLevel(level)
+
+
+def _install_stop(stop: threading.Event) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            log.warning("second %s: stopping now, without a final flush", signal.Signals(signum).name)
+            raise SystemExit(EXIT_RUNTIME)
+        log.info("%s received: stopping (flush, ack, exit)", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _validate(config: FlussoConfig) -> int:
+    import psycopg
+
+    from .config import redact_dsn
+    from .validate import validate
+
+    dsn = config.source.dsn.get_secret_value()
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+            report = validate(config, conn)
+    except psycopg.OperationalError as err:
+        print(f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: {str(err).strip()}", file=sys.stderr)
+        return EXIT_CONFIG
+    for note in report.notes:
+        print(f"note: {note}")
+    if report.problems:
+        print(ConfigError(report.problems), file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"ok: {len(config.indexes)} index(es), {len(config.tables())} table(s)")
+    return EXIT_OK
+
+
+def _engine(config: FlussoConfig, stop: threading.Event, progress: bool = False):
+    from .engine import Engine
+    from .observer import LoggingObserver, ProgressObserver
+
+    observer = ProgressObserver() if progress and sys.stderr.isatty() else LoggingObserver()
+    return Engine(config, stop=stop, observer=observer)
+
+
+def _status(config: FlussoConfig, as_json: bool) -> int:
+    engine = _engine(config, threading.Event())
+    try:
+        info = engine.capture.slot_info()
+        indexes = [engine.index_status(i) for i in config.indexes]
+    finally:
+        engine.close()
+    data = {
+        "slot": config.source.slot,
+        "slot_exists": info is not None,
+        "confirmed_lsn": info.confirmed_flush_lsn if info else None,
+        "lag_bytes": info.lag_bytes if info else None,
+        "active": info.active if info else False,
+        "indexes": {
+            s.index: {
+                "seeded": s.seeded,
+                "documents": s.documents,
+                "rows": s.rows,
+                "definition_current": s.definition_current,
+            }
+            for s in indexes
+        },
+    }
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if info is None:
+        console.print(f"slot [bold]{config.source.slot}[/]: not created yet (`flusso run` creates it)")
+    else:
+        console.print(
+            f"slot [bold]{config.source.slot}[/]: confirmed {info.confirmed_flush_lsn}, "
+            f"lag {info.lag_bytes} bytes, {'active' if info.active else 'inactive'}"
+        )
+    table = Table("index", "seeded", "documents", "root rows", "definition")
+    for s in indexes:
+        table.add_row(s.index, "yes" if s.seeded else "no", str(s.documents), str(s.rows),
+                      "current" if s.definition_current else "changed: reseed")
+    console.print(table)
+    return EXIT_OK
+
+
+def _teardown(config: FlussoConfig, yes: bool) -> int:
+    if not yes:
+        if not sys.stdin.isatty():
+            print("teardown drops the slot and publication: pass --yes to confirm", file=sys.stderr)
+            return EXIT_CONFIG
+        answer = input(f"drop slot {config.source.slot} and publication {config.source.publication}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing dropped")
+            return EXIT_OK
+    from .capture.wal import WalCapture
+
+    src = config.source
+    capture = WalCapture(src.dsn.get_secret_value(), slot=src.slot, publication=src.publication,
+                         stop=threading.Event())
+    capture.teardown()
+    print(f"dropped slot {src.slot} and publication {src.publication}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        config = load_config(args.config)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "validate":
+        return _validate(config)
+    stop = threading.Event()
+    engine = None
+    try:
+        if args.command == "status":
+            return _status(config, args.json)
+        if args.command == "teardown":
+            return _teardown(config, args.yes)
+        _install_stop(stop)
+        engine = _engine(config, stop, progress=args.command == "backfill")
+        if args.command == "run":
+            engine.run(live=not args.no_live)
+        else:
+            created = engine.prepare()
+            reports = engine.backfill_unseeded(created, args.index, force=args.force)
+            if any(r.rejected for r in reports):
+                log.warning("%d documents were rejected", sum(r.rejected for r in reports))
+        return EXIT_OK
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return EXIT_CONFIG
+    except (SinkError, SourceError, FlussoError) as err:
+        log.error("%s", err)
+        started = engine is not None and engine.started
+        return EXIT_RUNTIME if started or isinstance(err, SinkError) else EXIT_CONFIG
+    except Exception as err:  # noqa: BLE001 - a failure while running: nothing past the last flush was acked
+        log.error("stopped on an unexpected error: %s: %s", type(err).__name__, err, exc_info=log.isEnabledFor(
+            logging.DEBUG))
+        return EXIT_RUNTIME
+    finally:
+        if engine is not None:
+            engine.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

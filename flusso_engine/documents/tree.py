@@ -1,0 +1,109 @@
+"""An index's relation tree, resolved against the catalog: the one shape build, resolve and mapping walk.
+
+The config says how tables join in the user's terms (`on: {parent column: child column}`, `through`);
+a `Node` says the same as column tuples that line up position by position, with the order of its
+arrays settled, so the SQL generators never re-read the config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..catalog import Catalog
+from ..config import IndexConfig, RelationConfig, qualify
+
+
+@dataclass(frozen=True)
+class Through:
+    """A many_to_many's join table: `parent_side` pairs with the parent's columns, `child_side`
+    with the child's."""
+
+    table: str
+    parent_side: tuple[str, ...]
+    child_side: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Node:
+    """The root (`relation` None, `path` ()) or one relation, with the join to its parent.
+
+    A child row belongs to a parent row when `parent.parent_columns = child.child_columns`
+    (directly, or through the join table: `parent.parent_columns = through.parent_side` and
+    `through.child_side = child.child_columns`).
+    """
+
+    path: tuple[str, ...]
+    table: str
+    fields: dict[str, str]
+    mapping: dict[str, dict[str, Any]]
+    relation: RelationConfig | None
+    parent_columns: tuple[str, ...]
+    child_columns: tuple[str, ...]
+    through: Through | None
+    order: tuple[str, ...]
+    children: tuple[Node, ...]
+
+    @property
+    def name(self) -> str:
+        return self.path[-1] if self.path else ""
+
+    @property
+    def is_array(self) -> bool:
+        return self.relation is not None and self.relation.is_array
+
+    def walk(self) -> Iterator[tuple[Node, tuple[Node, ...]]]:
+        """Every node below and including this one, with its ancestors (root first)."""
+        yield from _walk(self, ())
+
+
+def _walk(node: Node, ancestors: tuple[Node, ...]) -> Iterator[tuple[Node, tuple[Node, ...]]]:
+    yield node, ancestors
+    for child in node.children:
+        yield from _walk(child, (*ancestors, node))
+
+
+def _order(rel: RelationConfig, catalog: Catalog) -> tuple[str, ...]:
+    """`order_by`, then the child's key (relation `key`, else its primary key) so that ties, and
+    arrays without an `order_by`, always come out in the same order."""
+    table = catalog.get(rel.table)
+    key = rel.key or (table.primary_key if table is not None else [])
+    return tuple(dict.fromkeys([*rel.order_by, *key]))
+
+
+def _relation_node(path: tuple[str, ...], rel: RelationConfig, catalog: Catalog) -> Node:
+    if rel.through is not None:
+        t = rel.through
+        parent_cols, child_cols = tuple(t.parent), tuple(t.child.values())
+        through = Through(qualify(t.table), tuple(t.parent.values()), tuple(t.child))
+    else:
+        on = rel.on or {}
+        parent_cols, child_cols, through = tuple(on), tuple(on.values()), None
+    return Node(
+        path=path,
+        table=qualify(rel.table),
+        fields=dict(rel.fields),
+        mapping=dict(rel.mapping),
+        relation=rel,
+        parent_columns=parent_cols,
+        child_columns=child_cols,
+        through=through,
+        order=_order(rel, catalog) if rel.is_array else (),
+        children=tuple(_relation_node((*path, n), r, catalog) for n, r in rel.relations.items()),
+    )
+
+
+def index_tree(index: IndexConfig, catalog: Catalog) -> Node:
+    return Node(
+        path=(),
+        table=qualify(index.table),
+        fields=dict(index.fields),
+        mapping=dict(index.mapping),
+        relation=None,
+        parent_columns=(),
+        child_columns=(),
+        through=None,
+        order=(),
+        children=tuple(_relation_node((n,), r, catalog) for n, r in index.relations.items()),
+    )

@@ -1,0 +1,318 @@
+"""The Engine: mapping first, then backfill of what the sink says is unseeded, then the live loop.
+
+It owns the order of things and the guarantees of DESIGN.md §4; the machinery (threads, queue,
+worker) is in `pipeline.py`, the backends behind their protocols.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+
+import psycopg
+
+from .changes import Change, doc_id, int_to_lsn
+from .config import FlussoConfig, qualify, walk_relations
+from .error import SourceError
+from .observer import BackfillReport, LagReport, LoggingObserver, Observer
+from .pipeline import CaptureThread, Worker, drive
+from .policy import BatchPolicy, FailurePolicies
+from .queue.channel import Channel
+from .sinks import SeedMarker, Sink
+
+log = logging.getLogger("flusso.engine")
+
+
+@dataclass
+class IndexStatus:
+    index: str
+    seeded: bool
+    documents: int | None
+    rows: int | None
+    definition_current: bool
+
+
+@dataclass
+class EngineParts:
+    """The backends the engine drives; built from the config by `Engine.from_config`, or handed in."""
+
+    capture: object
+    builder: object
+    sink: Sink
+    system_identifier: str = ""
+    full_identity: set[str] = field(default_factory=set)
+
+
+class Engine:
+    def __init__(
+        self,
+        config: FlussoConfig,
+        *,
+        stop: threading.Event | None = None,
+        observer: Observer | None = None,
+        lag_every: float = 60.0,
+    ) -> None:
+        self.config = config
+        self.stop = stop or threading.Event()
+        self.observer: Observer = observer or LoggingObserver()
+        self.lag_every = lag_every
+        self.batch = BatchPolicy.from_config(config.batch)
+        self.failures = FailurePolicies.from_config(config.failures)
+        # capture stops on its own event, so that on shutdown the engine can still drain, flush and ack
+        self._capture_stop = threading.Event()
+        self.started = False
+        self._dsn = config.source.dsn.get_secret_value()
+        self._connect_check()
+        from .catalog import read_catalog
+        from .documents.sql import SqlDocumentBuilder
+        from .validate import needs_full_identity, validate
+
+        with psycopg.connect(self._dsn, autocommit=True) as conn:
+            report = validate(config, conn)
+            report.raise_for_problems()
+            self.catalog = read_catalog(conn, config.tables())
+            self.system_identifier = str(
+                conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0]
+            )
+        self.builder = SqlDocumentBuilder(config, self.catalog, self._dsn, raw_json=True)
+        self.capture = self._make_capture(needs_full_identity(config, self.catalog))
+        self.sink = self._make_sink()
+
+    # --- construction -----------------------------------------------------------------------
+
+    def _connect_check(self) -> None:
+        from .config import redact_dsn
+
+        try:
+            with psycopg.connect(self._dsn, connect_timeout=10):
+                pass
+        except psycopg.OperationalError as err:
+            raise SourceError(
+                f"cannot connect to PostgreSQL at {redact_dsn(self._dsn)}: {str(err).strip()}. "
+                "Check source.dsn and that the server is running."
+            ) from None
+
+    def _make_capture(self, full_identity: set[str]):
+        from .capture.wal import WalCapture
+
+        src = self.config.source
+        return WalCapture(
+            self._dsn,
+            slot=src.slot,
+            publication=src.publication,
+            stop=self._capture_stop,
+            full_identity=full_identity,
+            slot_wait_s=src.slot_wait_s,
+        )
+
+    def _make_sink(self) -> Sink:
+        if self.config.sink.type == "stdout":
+            from .sinks.stdout import StdoutSink
+
+            return StdoutSink()
+        from .sinks.opensearch import OpenSearchSink
+
+        return OpenSearchSink(self.config.sink, self.failures, stop=self.stop)
+
+    def close(self) -> None:
+        for part in (self.capture, self.builder, self.sink):
+            close = getattr(part, "close", None)
+            if close is not None:
+                close()
+
+    # --- the phases -------------------------------------------------------------------------
+
+    def index_names(self, only: Collection[str] | None = None) -> list[str]:
+        names = list(self.config.indexes)
+        if only:
+            unknown = sorted(set(only) - set(names))
+            if unknown:
+                from .error import ConfigError, Problem
+
+                raise ConfigError(
+                    [Problem("indexes", f'no index named "{u}" (indexes: {", ".join(names)})') for u in unknown]
+                )
+            names = [n for n in names if n in only]
+        return names
+
+    def marker(self, index: str, position: int = 0) -> SeedMarker:
+        return SeedMarker(
+            definition_hash=self.builder.definition_hash(index),
+            slot=self.config.source.slot,
+            system_identifier=self.system_identifier,
+            position=position,
+        )
+
+    def prepare(self) -> bool:
+        """The slot and publication first (so nothing committed during a backfill is missed), then
+        every index's mapping. Returns True when the slot had to be created."""
+        created = self.capture.prepare(self.config.tables())
+        if created:
+            log.info("created replication slot %s: every index reads as unseeded", self.config.source.slot)
+        for index in self.config.indexes:
+            self.sink.ensure_index(index, self.builder.mapping(index))
+        self._check_positions()
+        self.started = True
+        return created
+
+    def _check_positions(self) -> None:
+        current = self.capture.current_position()
+        for index in self.config.indexes:
+            marker = self.sink.seed_marker(index)
+            if marker is not None and marker.system_identifier == self.system_identifier and (
+                marker.position > current
+            ):
+                raise SourceError(
+                    f"index {index} was seeded at WAL position {int_to_lsn(marker.position)}, but the database "
+                    f"is now at {int_to_lsn(current)}: was it restored from a backup? Every write would lose "
+                    f"against the newer versions in the index. Reseed with `flusso backfill --index {index} "
+                    "--force` once you have checked the database."
+                )
+
+    def unseeded(self, created: bool, only: Collection[str] | None = None) -> list[str]:
+        names = self.index_names(only)
+        if created:
+            return names
+        return [n for n in names if not self.sink.is_seeded(n, self.marker(n))]
+
+    def backfill(self, index: str) -> BackfillReport:
+        """Recreate the index empty, then drive its root table's rows through resolve -> build -> sink.
+
+        The index is recreated whatever made it unseeded: an index left by a crashed backfill or a
+        lost slot may hold documents whose rows are gone, which rebuilding the live rows never removes.
+        """
+        started = time.monotonic()
+        spec = self.config.indexes[index]
+        table = qualify(spec.table)
+        position = self.capture.current_position()
+        self.sink.recreate(index, self.builder.mapping(index))
+        rows = self._count_rows(table)
+        self.observer.backfill_started(index, rows)
+        key = list(spec.key)
+
+        def resolve(changes: Sequence[Change]) -> dict[str, set[str]]:
+            return {index: {doc_id([c.new[k] for k in key]) for c in changes if c.new is not None}}
+
+        worker = Worker(self.builder, self.sink, self.batch.max_changes, self.observer, only={index},
+                        resolve=resolve, failpoint="backfill_flush")
+        stop = threading.Event()
+        queue = Channel(self.config.queue.capacity, stop=stop)
+        thread = CaptureThread(lambda: self.capture.snapshot(table, key), queue, stop, name="flusso-snapshot")
+        thread.start()
+        def progress() -> None:
+            self.observer.backfill_progress(index, worker.documents)
+
+        try:
+            drive(worker, queue, thread, self.stop, stop, self.batch.max_changes, self.batch.max_delay,
+                  ack=None, on_batch=progress)
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+        report = BackfillReport(index=index, documents=worker.documents, rows=rows, rejected=worker.rejected,
+                                seconds=time.monotonic() - started)
+        if self.stop.is_set():
+            report.skipped, report.reason = True, "stopped before it finished; the index stays unseeded"
+            self.observer.backfill_finished(report)
+            return report
+        self.sink.mark_seeded(index, self.marker(index, position))
+        self.observer.backfill_finished(report)
+        return report
+
+    def backfill_unseeded(self, created: bool, only: Collection[str] | None = None,
+                          force: bool = False) -> list[BackfillReport]:
+        names = self.index_names(only) if force else self.unseeded(created, only)
+        reports = []
+        for index in self.index_names(only):
+            if self.stop.is_set():
+                break
+            if index in names:
+                reports.append(self.backfill(index))
+            else:
+                report = BackfillReport(index=index, skipped=True, reason="the index is seeded (use --force)")
+                self.observer.backfill_finished(report)
+                reports.append(report)
+        return reports
+
+    def live(self) -> None:
+        """Follow the slot until the stop event is set; then flush, ack, return."""
+        self._capture_stop.clear()
+        queue = Channel(self.config.queue.capacity, stop=self._capture_stop)
+        worker = Worker(self.builder, self.sink, self.batch.max_changes, self.observer,
+                        on_truncate=self._on_truncate)
+        thread = CaptureThread(self.capture.stream, queue, self._capture_stop)
+        thread.start()
+        log.info("live capture started on slot %s", self.config.source.slot)
+        last = [time.monotonic(), 0]
+
+        def tick() -> None:
+            now = time.monotonic()
+            if now - last[0] < self.lag_every:
+                return
+            self.report_lag(worker_changes=thread.count - last[1], seconds=now - last[0])
+            last[0], last[1] = now, thread.count
+
+        try:
+            drive(worker, queue, thread, self.stop, self._capture_stop, self.batch.max_changes,
+                  self.batch.max_delay, ack=self.capture.ack, on_tick=tick)
+        finally:
+            self._capture_stop.set()
+            thread.join(timeout=30)
+
+    def report_lag(self, worker_changes: int = 0, seconds: float = 0.0) -> LagReport:
+        info = self.capture.slot_info()
+        report = LagReport(
+            slot=self.config.source.slot,
+            lag_bytes=info.lag_bytes if info else None,
+            confirmed_lsn=info.confirmed_flush_lsn if info else None,
+            changes_per_s=worker_changes / seconds if seconds > 0 else 0.0,
+        )
+        self.observer.lag(report)
+        return report
+
+    def _on_truncate(self, table: str) -> None:
+        """A root table truncated empties its index; any other table on a tree reseeds that index now."""
+        for index, spec in self.config.indexes.items():
+            if qualify(spec.table) == table:
+                log.info("%s was truncated: emptying index %s", table, index)
+                self.sink.recreate(index, self.builder.mapping(index))
+                self.sink.mark_seeded(index, self.marker(index, self.capture.current_position()))
+            elif table in {qualify(r.table) for _, r in walk_relations(spec.relations)} | {
+                qualify(r.through.table) for _, r in walk_relations(spec.relations) if r.through is not None
+            }:
+                log.info("%s was truncated: rebuilding index %s", table, index)
+                self.sink.mark_unseeded(index)
+                self.backfill(index)
+
+    def run(self, *, live: bool = True, backfill: bool = True, only: Collection[str] | None = None,
+            force: bool = False) -> list[BackfillReport]:
+        created = self.prepare()
+        reports = self.backfill_unseeded(created, only, force) if backfill else []
+        if live and not self.stop.is_set():
+            self.live()
+        return reports
+
+    # --- status -----------------------------------------------------------------------------
+
+    def _count_rows(self, table: str) -> int:
+        from psycopg import sql
+
+        from .config import split_table
+
+        schema, name = split_table(table)
+        with psycopg.connect(self._dsn, autocommit=True) as conn:
+            return conn.execute(
+                sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name))
+            ).fetchone()[0]
+
+    def index_status(self, index: str) -> IndexStatus:
+        marker = self.marker(index)
+        return IndexStatus(
+            index=index,
+            seeded=self.sink.is_seeded(index, marker),
+            documents=self.sink.count(index),
+            rows=self._count_rows(qualify(self.config.indexes[index].table)),
+            definition_current=self.sink.definition_hash(index) == marker.definition_hash,
+        )

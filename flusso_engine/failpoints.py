@@ -1,0 +1,23 @@
+"""Named crash points for the at-least-once tests: `FLUSSO_FAILPOINT=live_flush:2` kills the process
+with SIGKILL the second time a live batch has been flushed and not yet acknowledged.
+
+Unset (always, outside tests) a failpoint costs one attribute read.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+_spec = os.environ.get("FLUSSO_FAILPOINT", "")
+_name, _, _count = _spec.partition(":")
+_left = int(_count or 1) if _spec else 0
+
+
+def hit(name: str) -> None:
+    global _left
+    if not _spec or name != _name:
+        return
+    _left -= 1
+    if _left <= 0:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,101 @@
+"""`flusso run` end to end on the bookstore, against the real PostgreSQL and OpenSearch: backfill,
+then every kind of change on every table, and the index equals a fresh build of every document."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from flusso_engine.config import load_config
+
+from .e2e import Flusso, current_lsn, flusso, generate, index_docs, slot_confirmed, sql, wait_converged, write_config
+
+
+@pytest.fixture
+def bookstore(bookstore_db: str, index_prefix: str, tmp_path: Path) -> tuple[str, Path]:
+    generate(bookstore_db, books=200)
+    return bookstore_db, write_config(tmp_path / "flusso.yaml", bookstore_db, index_prefix)
+
+
+def test_backfill_then_every_kind_of_change_converges(bookstore, opensearch) -> None:
+    dsn, config = bookstore
+    index = next(iter(load_config(config).indexes))
+    run = Flusso(config)
+    try:
+        run.wait_for("live capture started")
+        wait_converged(opensearch, config)
+        sql(
+            dsn,
+            # root: insert, update, delete, key change
+            "INSERT INTO book (id, isbn, title, publisher_id, genres) VALUES (100001, 'x-1', 'New book', 1, '{a,b}')",
+            "UPDATE book SET title = 'Renamed', price = 9.99 WHERE id = 2",
+            "DELETE FROM book WHERE id = 3",
+            "UPDATE book SET id = 100002 WHERE id = 4",
+            # many_to_one: rename a publisher, move a book to another publisher
+            "UPDATE publisher SET name = 'Renamed publisher' WHERE id = 1",
+            "UPDATE book SET publisher_id = 2 WHERE id = 5",
+            # one_to_one: insert, update, delete
+            "INSERT INTO book_detail (book_id, summary) VALUES (100001, 'a summary') ON CONFLICT DO NOTHING",
+            "UPDATE book_detail SET summary = 'changed' WHERE book_id = (SELECT min(book_id) FROM book_detail)",
+            "DELETE FROM book_detail WHERE book_id = (SELECT max(book_id) FROM book_detail WHERE book_id < 100000)",
+            # many_to_many: link, unlink, rename an author
+            "INSERT INTO book_author (book_id, author_id) VALUES (100001, 1)",
+            "DELETE FROM book_author WHERE book_id = 6",
+            "UPDATE author SET name = 'Renamed author' WHERE id = 2",
+            # one_to_many: insert, update, move between books, delete
+            "INSERT INTO review (book_id, reader_id, rating, body) VALUES (100001, 1, 5, 'great')",
+            "UPDATE review SET body = 'edited' WHERE id = (SELECT min(id) FROM review)",
+            "UPDATE review SET book_id = 7 WHERE id = (SELECT max(id) FROM review WHERE book_id NOT IN (7, 100001))",
+            "DELETE FROM review WHERE id = (SELECT min(id) FROM review WHERE book_id = 8)",
+            # two levels down: a reviewer renamed, a tag renamed, a tag link moved
+            "UPDATE reader SET name = 'Renamed reader' WHERE id = (SELECT reader_id FROM review LIMIT 1)",
+            "UPDATE tag SET name = 'renamed-tag' WHERE id = (SELECT tag_id FROM review_tag LIMIT 1)",
+            "DELETE FROM review_tag WHERE review_id = (SELECT min(review_id) FROM review_tag)",
+        )
+        docs = wait_converged(opensearch, config)
+        assert "3" not in docs and "4" not in docs and "100002" in docs
+        assert docs["2"]["title"] == "Renamed"
+        assert docs["100001"]["reviews"][0]["body"] == "great"
+        assert docs["100001"]["authors"][0]["name"]
+        assert docs["1"]["publisher"] is None or "publisher" in docs["1"]
+        # truncate of a child table: the index is rebuilt; of the root: it is emptied
+        sql(dsn, "TRUNCATE review_tag")
+        wait_converged(opensearch, config)
+        sql(dsn, "TRUNCATE book CASCADE")
+        assert wait_converged(opensearch, config) == {}
+        sql(dsn, "INSERT INTO book (id, isbn, title) VALUES (1, 'y-1', 'After truncate')")
+        assert wait_converged(opensearch, config)["1"]["title"] == "After truncate"
+    finally:
+        run.stop()
+    assert run.proc.returncode == 0, run.output()[-3000:]
+    assert index_docs(opensearch, index)["1"]["title"] == "After truncate"
+
+
+def test_sigterm_flushes_and_acks_everything_read(bookstore, opensearch) -> None:
+    dsn, config = bookstore
+    slot = load_config(config).source.slot
+    run = Flusso(config)
+    run.wait_for("live capture started")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for i in range(1, 30):
+            conn.execute("UPDATE book SET title = %s WHERE id = %s", (f"sigterm {i}", i))
+    after_writes = current_lsn(dsn)
+    wait_converged(opensearch, config)
+    run.signal(signal.SIGTERM)
+    assert run.wait(60) == 0, run.output()[-3000:]
+    assert slot_confirmed(dsn, slot) >= after_writes
+
+
+def test_validate_exit_codes(bookstore, tmp_path: Path) -> None:
+    _, config = bookstore
+    ok = flusso("validate", config=config)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(config.read_text().replace("title: title", "title: titel"))
+    res = flusso("validate", config=bad)
+    assert res.returncode == 1
+    assert 'column "titel" does not exist' in res.stderr
+    assert "postgres:postgres@" not in res.stdout + res.stderr

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
+from .changes import int_to_lsn
 from .config import FlussoConfig, load_config
 from .error import ConfigError, FlussoError, SinkError, SourceError
 
@@ -115,7 +116,7 @@ def _status(config: FlussoConfig, as_json: bool) -> int:
     data = {
         "slot": config.source.slot,
         "slot_exists": info is not None,
-        "confirmed_lsn": info.confirmed_flush_lsn if info else None,
+        "confirmed_lsn": int_to_lsn(info.confirmed_flush_lsn) if info and info.confirmed_flush_lsn else None,
         "lag_bytes": info.lag_bytes if info else None,
         "active": info.active if info else False,
         "indexes": {
@@ -139,7 +140,7 @@ def _status(config: FlussoConfig, as_json: bool) -> int:
         console.print(f"slot [bold]{config.source.slot}[/]: not created yet (`flusso run` creates it)")
     else:
         console.print(
-            f"slot [bold]{config.source.slot}[/]: confirmed {info.confirmed_flush_lsn}, "
+            f"slot [bold]{config.source.slot}[/]: confirmed {data['confirmed_lsn']}, "
             f"lag {info.lag_bytes} bytes, {'active' if info.active else 'inactive'}"
         )
     table = Table("index", "seeded", "documents", "root rows", "definition")

@@ -266,7 +266,7 @@ class Engine:
         report = LagReport(
             slot=self.config.source.slot,
             lag_bytes=info.lag_bytes if info else None,
-            confirmed_lsn=info.confirmed_flush_lsn if info else None,
+            confirmed_lsn=int_to_lsn(info.confirmed_flush_lsn) if info and info.confirmed_flush_lsn else None,
             changes_per_s=worker_changes / seconds if seconds > 0 else 0.0,
         )
         self.observer.lag(report)

@@ -15,6 +15,7 @@ from . import failpoints
 from .changes import Change, DocId, Position
 from .documents import DocumentBuilder
 from .documents.visibility import batch_xids
+from .error import SourceError
 from .observer import BatchStats, Observer
 from .queue import Queue
 from .sinks import FlushReport, Sink
@@ -142,6 +143,23 @@ class Worker:
         self.rejected += len(report.rejected)
 
 
+def handle_retrying(worker: Worker, batch: Sequence[Change], stop: threading.Event,
+                    attempts: int = 12, backoff: float = 0.5, max_backoff: float = 10.0) -> BatchStats:
+    """Handle a batch, again after a lost database connection (a restart, a failover): documents
+    are rebuilt from current rows, so repeating a batch is harmless. Sink failures have their own
+    retries in the sink; other errors, and a database still gone after the attempts, stop the run."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return worker.handle(batch)
+        except SourceError as err:
+            if attempt == attempts or stop.is_set():
+                raise
+            pause = min(backoff * 2 ** (attempt - 1), max_backoff)
+            log.warning("%s; trying the batch again in %.1fs (attempt %d of %d)", err, pause, attempt, attempts)
+            stop.wait(pause)
+    raise AssertionError("unreachable")
+
+
 def drive(
     worker: Worker,
     queue: Queue,
@@ -166,7 +184,7 @@ def drive(
             on_tick()
         batch = queue.get_batch(max_changes, max_delay, timeout=0.5)
         if batch:
-            stats = worker.handle(batch)
+            stats = handle_retrying(worker, batch, stop)
             if ack is not None and stats.ack is not None:
                 ack(stats.ack)
             if on_batch is not None:

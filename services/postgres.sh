@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The real PostgreSQL 15 that flusso's demo, tests and benchmarks use: logical WAL, loopback only,
 # data, log and socket under .flusso/postgres. Usage: services/postgres.sh up|down|status
+# FLUSSO_PG_STOP_MODE=immediate makes `down` a crash (tests of a lost server); fast by default. A fast
+# stop waits for logical walsenders until their clients confirm (or wal_sender_timeout passes).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -85,7 +87,7 @@ up() {
 
 down() {
     if running; then
-        as_pg "$bindir/pg_ctl" -D "$data" -m fast -w -t 60 stop >/dev/null
+        as_pg "$bindir/pg_ctl" -D "$data" -m "${FLUSSO_PG_STOP_MODE:-fast}" -w -t 90 stop >/dev/null
         echo "postgres: stopped"
     else
         echo "postgres: not running"

@@ -4,6 +4,7 @@ the slot moving while the publication is idle, a slot held by someone else, serv
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import threading
 import time
@@ -150,7 +151,9 @@ def test_postgres_restart_while_running_converges(bookstore_db: str, index_prefi
     try:
         run.wait_for("live capture started")
         sql(bookstore_db, "UPDATE book SET title = 'before restart' WHERE id <= 10")
-        subprocess.run(["bash", "services/postgres.sh", "down"], cwd=ROOT, check=True)
+        # a crash and restart of the server: every connection is lost at once
+        subprocess.run(["bash", "services/postgres.sh", "down"], cwd=ROOT, check=True,
+                       env={**os.environ, "FLUSSO_PG_STOP_MODE": "immediate"})
         subprocess.run(["bash", "services/postgres.sh", "up"], cwd=ROOT, check=True)
         sql(bookstore_db, "UPDATE book SET title = 'after restart' WHERE id <= 5")
         try:

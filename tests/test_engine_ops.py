@@ -10,7 +10,6 @@ import threading
 import time
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from flusso_engine.config import load_config

@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from flusso_engine.config import load_config
@@ -51,8 +52,10 @@ def test_n_changes_cost_about_n_over_m_bulk_requests(bookstore_db: str, index_pr
     thread.start()
     try:
         n = 1000
-        sql(bookstore_db, f"UPDATE book SET pages = pages + 1 WHERE id <= {n}")  # one transaction, 400 rows
-        sql(bookstore_db, *[f"UPDATE book SET pages = pages + 1 WHERE id = {1 + i % 400}" for i in range(n - 400)])
+        with psycopg.connect(bookstore_db, autocommit=True) as conn:
+            conn.execute("UPDATE book SET pages = pages + 1")  # one transaction of 400 changes
+            for i in range(n - 400):  # and 600 of one change each
+                conn.execute("UPDATE book SET pages = pages + 1 WHERE id = %s", (1 + i % 400,))
         deadline = time.monotonic() + 60
         while sum(b.changes for b in recorder.batches) < n:
             assert time.monotonic() < deadline, recorder.batches

@@ -3,7 +3,9 @@ then every kind of change on every table, and the index equals a fresh build of 
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
 from pathlib import Path
 
 import psycopg
@@ -99,3 +101,21 @@ def test_validate_exit_codes(bookstore, tmp_path: Path) -> None:
     assert res.returncode == 1
     assert 'column "titel" does not exist' in res.stderr
     assert "postgres:postgres@" not in res.stdout + res.stderr
+
+
+def test_status_then_teardown(bookstore, opensearch) -> None:
+    dsn, config = bookstore
+    slot = load_config(config).source.slot
+    index = next(iter(load_config(config).indexes))
+    assert flusso("run", "--no-live", config=config).returncode == 0
+    status = json.loads(flusso("status", "--json", config=config).stdout)
+    assert status["slot_exists"] and status["lag_bytes"] is not None
+    assert status["indexes"][index] == {"seeded": True, "documents": 200, "rows": 200, "definition_current": True}
+    refused = flusso("teardown", config=config, stdin=subprocess.DEVNULL)
+    assert refused.returncode == 1 and "--yes" in refused.stderr
+    assert slot_confirmed(dsn, slot) is not None
+    done = flusso("teardown", "--yes", config=config)
+    assert done.returncode == 0, done.stderr
+    assert slot_confirmed(dsn, slot) is None
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_publication").fetchone()[0] == 0

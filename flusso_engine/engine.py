@@ -154,6 +154,9 @@ class Engine:
             log.info("created replication slot %s: every index reads as unseeded", self.config.source.slot)
         for index in self.config.indexes:
             self.sink.ensure_index(index, self.builder.mapping(index))
+            if created:
+                # durably: the run that created the slot may not be the one that backfills (Dagster)
+                self.sink.mark_unseeded(index)
         self._check_positions()
         self.started = True
         return created
@@ -231,7 +234,8 @@ class Engine:
             if index in names:
                 reports.append(self.backfill(index))
             else:
-                report = BackfillReport(index=index, skipped=True, reason="the index is seeded (use --force)")
+                report = BackfillReport(index=index, skipped=True,
+                                        reason="the index is seeded (force a reseed to rewrite it)")
                 self.observer.backfill_finished(report)
                 reports.append(report)
         return reports

@@ -1,0 +1,37 @@
+"""`build_definitions`: everything flusso gives Dagster, built from one flusso.yaml."""
+
+from __future__ import annotations
+
+import os
+
+from dagster import Definitions, EnvVar
+
+from .assets import build_search_index, flusso_live, index_partitions
+from .checks import build_checks
+from .jobs import build_live_capture
+from .project import SECRET_VARS, Project
+from .resources import FlussoConfigResource, FlussoResource
+from .schedules import build_reseed
+from .sensors import build_keeper, build_seed_sensor
+
+
+def flusso_resource(project: Project) -> FlussoResource:
+    """The resource, its secrets given as `EnvVar`s (only those set, so the config's defaults apply)."""
+    secrets = {field: EnvVar(var) for field, var in SECRET_VARS.items() if os.environ.get(var)}
+    return FlussoResource(config=FlussoConfigResource(path=project.config_path, **secrets),
+                          heartbeat_s=project.heartbeat_s)
+
+
+def build_definitions(project: Project | None = None) -> Definitions:
+    project = project or Project.from_env()
+    partitions = index_partitions(project)
+    search_index = build_search_index(partitions)
+    live_capture = build_live_capture(project)
+    return Definitions(
+        assets=[search_index, flusso_live],
+        asset_checks=[build_checks(search_index, partitions)],
+        jobs=[live_capture],
+        sensors=[build_keeper(live_capture, project), build_seed_sensor(search_index)],
+        schedules=[build_reseed(search_index, project)],
+        resources={"flusso": flusso_resource(project)},
+    )

@@ -1,0 +1,85 @@
+"""What the definitions need to know when they load: the config's path, its index names and slot,
+and the settings read from the environment.
+
+Loading must not need the database, OpenSearch or every secret (the UI should show the partitions
+even when a password is missing), so names are read from the YAML with its `${VAR}`s expanded as far
+as the environment allows; the engine validates the whole config when a run starts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from flusso_engine.config import expand_env, read_yaml
+from flusso_engine.error import ConfigError, Problem
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = ROOT / "examples" / "bookstore" / "flusso.yaml"
+
+INDEX_TAG = "flusso/index"
+"""Run tag naming the index a run backfills: `dagster.yaml` allows one run per value."""
+SLOT_TAG = "flusso/slot"
+"""Run tag naming the slot a live_capture run reads: `dagster.yaml` allows one run per value."""
+PARTITION_TAG = "dagster/partition"
+
+# The environment variables the resource hands to the config's `${VAR}` expansion as secrets.
+SECRET_VARS = {
+    "pg_dsn": "FLUSSO_PG_DSN",
+    "opensearch_url": "OPENSEARCH_URL",
+    "opensearch_user": "OPENSEARCH_USER",
+    "opensearch_password": "OPENSEARCH_PASSWORD",
+}
+
+
+@dataclass(frozen=True)
+class Project:
+    """The config file and the names in it that the definitions are built from."""
+
+    config_path: str
+    indexes: tuple[str, ...]
+    slot: str
+    heartbeat_s: float = 60.0
+    reseed_cron: str = "0 3 * * 0"
+    reseed_indexes: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, config_path: str | os.PathLike[str] | None = None,
+                 env: Mapping[str, str] | None = None) -> Project:
+        env = os.environ if env is None else env
+        path = Path(config_path or env.get("FLUSSO_CONFIG") or DEFAULT_CONFIG).resolve()
+        indexes, slot = read_names(path, env)
+        reseed = tuple(n.strip() for n in env.get("FLUSSO_RESEED_INDEXES", "").split(",") if n.strip())
+        return cls(
+            config_path=str(path),
+            indexes=indexes,
+            slot=slot,
+            heartbeat_s=float(env.get("FLUSSO_HEARTBEAT_S") or 60.0),
+            reseed_cron=env.get("FLUSSO_RESEED_CRON") or "0 3 * * 0",
+            reseed_indexes=reseed,
+        )
+
+
+def read_names(path: Path, env: Mapping[str, str]) -> tuple[tuple[str, ...], str]:
+    """The index names and the slot, without validating the rest (a missing secret is not an error here)."""
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(
+            [Problem("", f"cannot read {path}: {err.strerror}: set FLUSSO_CONFIG to your flusso.yaml")],
+            str(path),
+        ) from None
+    raw = expand_env(read_yaml(text, str(path)), env, "", [])
+    problems = []
+    indexes = raw.get("indexes") if isinstance(raw, dict) else None
+    source = raw.get("source") if isinstance(raw, dict) else None
+    slot = source.get("slot") if isinstance(source, dict) else None
+    if not isinstance(indexes, dict) or not indexes:
+        problems.append(Problem("indexes", "no index is configured: the search_index asset needs one"))
+    if not isinstance(slot, str) or not slot:
+        problems.append(Problem("source.slot", "no slot is configured: live_capture needs one"))
+    if problems:
+        raise ConfigError(problems, str(path))
+    return tuple(str(name) for name in indexes), slot

@@ -1,0 +1,262 @@
+"""The resources: where the config is and which secrets it expands, and `FlussoResource`, whose
+methods run the engine's phases for the assets, checks, jobs and sensors.
+
+Every method runs the engine on a worker thread while the op's thread only waits: Dagster delivers
+a run's termination as an exception raised in the op's main thread at any bytecode (even inside a
+flush), so the engine must never run there. The waiting thread turns that exception into the
+engine's stop event, waits for the engine to flush and acknowledge, then re-raises it: the run
+ends CANCELED and nothing was lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+from dagster import (
+    AssetExecutionContext,
+    AssetObservation,
+    ConfigurableResource,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    OpExecutionContext,
+)
+
+from flusso_engine.config import FlussoConfig, load_config
+from flusso_engine.engine import Engine, IndexStatus
+from flusso_engine.error import FlussoError
+from flusso_engine.observer import BackfillReport, LoggingObserver, Observer
+
+from .observer import DagsterObserver
+from .project import SECRET_VARS
+
+T = TypeVar("T")
+
+LIVE_ASSET = "flusso_live"
+"""The observable asset whose observations are live_capture's heartbeats (lag, throughput)."""
+SEEDED_REASON = "the index is seeded: nothing was written (materialize with run config force: true to reseed)"
+
+
+class FlussoConfigResource(ConfigurableResource):
+    """The flusso.yaml path and the secrets its `${VAR}`s expand to.
+
+    Give the secrets as `EnvVar`s: Dagster then shows and stores the variable's name, never its
+    value. A secret left unset falls back to the process environment (and the config's defaults).
+    """
+
+    path: str
+    pg_dsn: str | None = None
+    opensearch_url: str | None = None
+    opensearch_user: str | None = None
+    opensearch_password: str | None = None
+
+    def env(self) -> dict[str, str]:
+        secrets = {var: getattr(self, field) for field, var in SECRET_VARS.items()}
+        return {**os.environ, **{k: v for k, v in secrets.items() if v is not None}}
+
+    def load(self) -> FlussoConfig:
+        try:
+            return load_config(self.path, env=self.env())
+        except FlussoError as err:
+            raise Failure(description=str(err)) from None
+
+
+class FlussoResource(ConfigurableResource):
+    """Runs the engine's phases for Dagster: backfill of one index, the live loop, status, seeding state."""
+
+    config: FlussoConfigResource
+    heartbeat_s: float = 60.0
+    progress_every_s: float = 5.0
+
+    @contextmanager
+    def engine(self, stop: threading.Event | None = None,
+               observer: Observer | None = None) -> Iterator[Engine]:
+        """An engine on the config, closed afterwards; engine errors become a `Failure` with its message."""
+        try:
+            engine = Engine(self.config.load(), stop=stop, observer=observer, lag_every=self.heartbeat_s)
+        except FlussoError as err:
+            raise Failure(description=str(err)) from None
+        try:
+            yield engine
+        except FlussoError as err:
+            raise Failure(description=str(err)) from None
+        finally:
+            engine.close()
+
+    # --- for the search_index asset and its checks ----------------------------------------
+
+    def backfill(self, context: AssetExecutionContext | OpExecutionContext, index: str, force: bool = False,
+                 stop: threading.Event | None = None) -> MaterializeResult:
+        """`flusso backfill --index INDEX [--force]`: slot first, mapping, then the backfill if the sink
+        says the index is unseeded (or `force`). Progress goes to the run's log every few seconds."""
+        stop = stop or threading.Event()
+        observer = DagsterObserver(context.log, every=self.progress_every_s)
+
+        def work() -> BackfillReport:
+            with self.engine(stop, observer) as engine:
+                created = engine.prepare()  # the slot exists before the snapshot starts
+                (report,) = engine.backfill_unseeded(created, [index], force=force)
+                return report
+
+        report = supervise(work, stop, log=context.log, name=f"flusso-backfill-{index}")
+        if report.skipped and stop.is_set():
+            raise Failure(description=f"the backfill of {index} was stopped before it finished; "
+                                      "the index stays unseeded")
+        if report.skipped:
+            context.log.info("%s: %s", index, SEEDED_REASON)
+            return MaterializeResult(metadata={"seeded": MetadataValue.text(SEEDED_REASON),
+                                               "documents_written": 0, "forced": force})
+        return MaterializeResult(metadata={
+            "documents_written": MetadataValue.int(report.documents),
+            "root_rows": MetadataValue.int(report.rows),
+            "duration_s": MetadataValue.float(round(report.seconds, 3)),
+            "documents_per_s": MetadataValue.float(round(report.rate, 1)),
+            "rejected": MetadataValue.int(report.rejected),
+            "forced": force,
+        })
+
+    def status(self, index: str) -> IndexStatus:
+        """Documents in the index (refreshed first), rows in its root table, seeded, definition current."""
+        with self.engine(observer=LoggingObserver()) as engine:
+            if engine.sink.definition_hash(index) is not None:
+                engine.sink.refresh(index)
+            return engine.index_status(index)
+
+    def unseeded(self) -> list[str]:
+        """The indexes the sink says need a backfill; all of them while the slot is missing or lost
+        (whichever run creates it next, changes were missed)."""
+        with self.engine(observer=LoggingObserver()) as engine:
+            info = engine.capture.slot_info()
+            return engine.unseeded(created=info is None or info.wal_status == "lost")
+
+    # --- for the live_capture job ---------------------------------------------------------
+
+    def run_live(self, context: OpExecutionContext, stop: threading.Event | None = None) -> None:
+        """Mapping first, then the live loop (no backfill) until the run is terminated or `stop` is set.
+
+        The op's thread records a heartbeat every `heartbeat_s` as an observation of `flusso_live`,
+        with the slot's lag and the throughput: as long as the run's process is alive, whatever
+        the engine is busy with, so a stale heartbeat means a dead worker.
+        """
+        stop = stop or threading.Event()
+        observer = DagsterObserver(context.log, every=self.progress_every_s)
+        heartbeat = Heartbeat(context, observer, self.heartbeat_s)
+
+        def work() -> None:
+            with self.engine(stop, observer) as engine:
+                engine.prepare()
+                heartbeat.state = "live"
+                engine.report_lag()
+                engine.live()
+                _released(engine)
+                engine.report_lag()  # where the slot stands after the last ack
+
+        heartbeat.beat()
+        try:
+            supervise(work, stop, on_wait=heartbeat.maybe_beat, log=context.log, name="flusso-live")
+        finally:
+            heartbeat.state = "stopped"
+            heartbeat.last_beat()
+
+
+def _released(engine: Engine, timeout_s: float = 5.0) -> None:
+    """Wait (briefly) for the server to let go of the slot: its confirmed position is final then."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        info = engine.capture.slot_info()
+        if info is None or not info.active:
+            return
+        time.sleep(0.1)
+
+
+class Heartbeat:
+    """live_capture's heartbeat: an `AssetObservation` of `flusso_live` from the op's own thread."""
+
+    def __init__(self, context: OpExecutionContext, observer: DagsterObserver, every: float) -> None:
+        self.context = context
+        self.observer = observer
+        self.every = every
+        self.state = "starting"
+        self._last = (time.monotonic(), 0, 0)
+        self._lag_seen = 0.0
+
+    def maybe_beat(self) -> None:
+        """Beat when the engine has measured the lag again (every `every` s), or `every` s passed
+        without it (the engine is busy: the process is still alive)."""
+        lag_at = self.observer.snapshot()[3]
+        if time.monotonic() - self._last[0] >= self.every or (lag_at or 0) > self._lag_seen:
+            self.beat()
+
+    def last_beat(self) -> None:
+        """The final observation, where the slot stands after the last ack; best effort."""
+        try:
+            self.beat()
+        except Exception as err:  # noqa: BLE001 - must not hide why the run ended
+            self.context.log.warning("could not record the last heartbeat: %s", err)
+
+    def beat(self) -> None:
+        now = time.monotonic()
+        documents, changes, lag, lag_at = self.observer.snapshot()
+        then, documents_then, changes_then = self._last
+        seconds = max(now - then, 1e-9)
+        self._last = (now, documents, changes)
+        metadata: dict[str, object] = {
+            "state": self.state,
+            "heartbeat": MetadataValue.timestamp(time.time()),
+            "documents_per_s": round((documents - documents_then) / seconds, 1),
+            "changes_per_s": round((changes - changes_then) / seconds, 1),
+            "documents_total": documents,
+        }
+        if lag is not None and lag_at is not None:
+            self._lag_seen = lag_at
+            metadata |= {
+                "slot": lag.slot,
+                "lag_bytes": MetadataValue.int(lag.lag_bytes) if lag.lag_bytes is not None else "unknown",
+                "confirmed_lsn": lag.confirmed_lsn or "unknown",
+                "lag_measured_s_ago": round(time.time() - lag_at, 1),
+            }
+        self.context.log_event(AssetObservation(asset_key=LIVE_ASSET, metadata=metadata))
+
+
+def supervise(work: Callable[[], T], stop: threading.Event, *, on_wait: Callable[[], None] | None = None,
+              log: logging.Logger | None = None, name: str = "flusso-engine", poll_s: float = 0.5) -> T:
+    """Run `work` on a worker thread while this thread waits (calling `on_wait` between waits).
+
+    Whatever interrupts the wait (Dagster's `DagsterExecutionInterruptedError` on termination, a
+    `KeyboardInterrupt`) sets `stop`, waits for `work` to return (the engine flushes and acks), and is
+    re-raised. A second interruption during that wait gives up on it: the thread is a daemon.
+    """
+    outcome: dict[str, object] = {}
+    # Waited on instead of Thread.join: an exception raised inside join() (the interruption itself)
+    # leaves CPython 3.11 believing the thread has ended (bpo-45274's fix), and the second join()
+    # would return at once, while the engine is still flushing.
+    finished = threading.Event()
+
+    def target() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as err:  # noqa: BLE001 - handed to the waiting thread, which raises it
+            outcome["error"] = err
+        finally:
+            finished.set()
+
+    threading.Thread(target=target, name=name, daemon=True).start()
+    try:
+        while not finished.wait(poll_s):
+            if on_wait is not None:
+                on_wait()
+    except BaseException:
+        stop.set()
+        finished.wait()
+        if "error" in outcome and log is not None:
+            log.error("the engine failed while stopping: %s", outcome["error"])
+        raise
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["value"]  # type: ignore[return-value]

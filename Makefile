@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install services services-down services-status test lint bench clean demo
+.PHONY: install services services-down services-status test lint bench clean demo screenshot
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ install: $(STAMP)
 
 demo: $(STAMP) services
 	@bash scripts/demo.sh
+
+# docs/demo-partitions.png from a running `make demo` (installs Debian's chromium if missing)
+screenshot:
+	@bash scripts/screenshot.sh
 
 services:
 	@bash services/up.sh

@@ -10,18 +10,23 @@ import logging
 import threading
 import time
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psycopg
+from psycopg import sql
 
+from .capture.wal import WalCapture
+from .catalog import read_catalog
 from .changes import Change, doc_id, int_to_lsn
-from .config import FlussoConfig, qualify, walk_relations
-from .error import SourceError
+from .config import FlussoConfig, qualify, redact_dsn, split_table, walk_relations
+from .documents.sql import SqlDocumentBuilder, needs_full_identity
+from .error import ConfigError, Problem, SourceError
 from .observer import BackfillReport, LagReport, LoggingObserver, Observer
 from .pipeline import CaptureThread, Worker, drive
 from .policy import BatchPolicy, FailurePolicies
 from .queue.channel import Channel
 from .sinks import SeedMarker, Sink
+from .validate import validate
 
 log = logging.getLogger("flusso.engine")
 
@@ -33,17 +38,6 @@ class IndexStatus:
     documents: int | None
     rows: int | None
     definition_current: bool
-
-
-@dataclass
-class EngineParts:
-    """The backends the engine drives; built from the config by `Engine.from_config`, or handed in."""
-
-    capture: object
-    builder: object
-    sink: Sink
-    system_identifier: str = ""
-    full_identity: set[str] = field(default_factory=set)
 
 
 class Engine:
@@ -66,10 +60,6 @@ class Engine:
         self.started = False
         self._dsn = config.source.dsn.get_secret_value()
         self._connect_check()
-        from .catalog import read_catalog
-        from .documents.sql import SqlDocumentBuilder
-        from .validate import needs_full_identity, validate
-
         with psycopg.connect(self._dsn, autocommit=True) as conn:
             report = validate(config, conn)
             report.raise_for_problems()
@@ -84,8 +74,6 @@ class Engine:
     # --- construction -----------------------------------------------------------------------
 
     def _connect_check(self) -> None:
-        from .config import redact_dsn
-
         try:
             with psycopg.connect(self._dsn, connect_timeout=10):
                 pass
@@ -95,9 +83,7 @@ class Engine:
                 "Check source.dsn and that the server is running."
             ) from None
 
-    def _make_capture(self, full_identity: set[str]):
-        from .capture.wal import WalCapture
-
+    def _make_capture(self, full_identity: set[str]) -> WalCapture:
         src = self.config.source
         return WalCapture(
             self._dsn,
@@ -130,8 +116,6 @@ class Engine:
         if only:
             unknown = sorted(set(only) - set(names))
             if unknown:
-                from .error import ConfigError, Problem
-
                 raise ConfigError(
                     [Problem("indexes", f'no index named "{u}" (indexes: {", ".join(names)})') for u in unknown]
                 )
@@ -301,10 +285,6 @@ class Engine:
     # --- status -----------------------------------------------------------------------------
 
     def _count_rows(self, table: str) -> int:
-        from psycopg import sql
-
-        from .config import split_table
-
         schema, name = split_table(table)
         with psycopg.connect(self._dsn, autocommit=True) as conn:
             return conn.execute(

@@ -7,6 +7,16 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dir="$root/.flusso/postgres"
+mkdir -p "$root/.flusso"
+# As root, the server runs as the postgres user, who may not be able to reach a checkout under a
+# private home: then the files live in /var/tmp and .flusso/postgres links to them.
+if [ "$(id -u)" = 0 ] && [ ! -L "$dir" ] && [ ! -d "$dir/data" ] \
+    && ! runuser -u postgres -- test -x "$root/.flusso" 2>/dev/null; then
+    real="/var/tmp/flusso-postgres-$(printf '%s' "$root" | cksum | cut -d' ' -f1)"
+    mkdir -p "$real"
+    ln -sfn "$real" "$dir"
+fi
+[ -L "$dir" ] && dir=$(readlink -f "$dir")
 data="$dir/data"
 log="$dir/postgres.log"
 port="${FLUSSO_PG_PORT:-5432}"
@@ -18,7 +28,7 @@ shown_dsn="postgresql://postgres:***@127.0.0.1:${port}/postgres"
 # initdb and postgres refuse to run as root: run them as the postgres user then.
 as_pg() {
     if [ "$(id -u)" = 0 ]; then
-        runuser -u postgres -- "$@"
+        (cd / && runuser -u postgres -- "$@")
     else
         "$@"
     fi
@@ -36,7 +46,7 @@ init() {
     mkdir -p "$dir"
     if [ "$(id -u)" = 0 ]; then
         chown postgres: "$dir"
-        chmod 755 "$root/.flusso"
+        chmod 755 "$root/.flusso" "$dir"
     fi
     local pwfile
     pwfile=$(mktemp)

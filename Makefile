@@ -37,8 +37,12 @@ lint: $(STAMP)
 test: $(STAMP) services lint
 	$(BIN)/pytest -q
 
+# The quick scale (10k books, 20 s per rate; under 15 minutes). The 100k table:
+#   make bench BENCH_ARGS="--books 100000 --seconds 60 --pgsync-timeout 600"
+BENCH_ARGS ?= --books 10000 --seconds 20
 bench: $(STAMP) services
-	$(BIN)/python bench/build.py
+	$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/pip install -q --disable-pip-version-check -e '.[dev,bench]'
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) services/opensearch/target

@@ -1,0 +1,114 @@
+"""The `raw` baseline: the sink's limit on this node for the bookstore's final documents.
+
+    python bench/raw.py [--books 10000] [--chunks 500,1000,2000] [--threads 1,2]
+
+Precomputes every book's final document into memory with flusso's own SQL builder (raw JSON text,
+exactly what flusso writes), then for each (chunk size, thread count) recreates the index with
+flusso's mapping and bulk-loads it with opensearch-py's `parallel_bulk` (threads > 1) or
+`streaming_bulk` (1 thread); wall time from the first request until a refreshed count shows every
+document. The best combination is the `raw` figure. Importable: `run_raw(dsn, opensearch, index, ...)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from opensearchpy import OpenSearch, helpers
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+import e2e  # noqa: E402
+
+from flusso_engine.catalog import read_catalog  # noqa: E402
+from flusso_engine.config import load_config  # noqa: E402
+from flusso_engine.documents.mapping import index_mapping  # noqa: E402
+from flusso_engine.documents.sql import SqlDocumentBuilder  # noqa: E402
+
+
+def precompute(config_path: Path, index: str, batch: int = 1000) -> tuple[dict[str, str], dict, float]:
+    """Every document as the JSON text flusso writes, the index body, and the seconds it took."""
+    config = load_config(config_path)
+    dsn = config.source.dsn.get_secret_value()
+    started = time.perf_counter()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        catalog = read_catalog(conn, config.tables())
+        ids = [str(r[0]) for r in conn.execute("SELECT id FROM book ORDER BY id")]
+    docs: dict[str, str] = {}
+    with SqlDocumentBuilder(config, catalog, dsn, raw_json=True) as builder:
+        for i in range(0, len(ids), batch):
+            built = builder.build(index, ids[i:i + batch]).docs
+            docs.update({str(k): v for k, v in built.items() if v is not None})
+    body = index_mapping(config.indexes[index], catalog)
+    body["mappings"].pop("_meta", None)
+    return docs, body, time.perf_counter() - started
+
+
+def load_once(client: OpenSearch, index: str, body: dict, docs: dict[str, str], chunk: int,
+              threads: int) -> dict[str, Any]:
+    client.indices.delete(index=index, ignore=404)
+    client.indices.create(index=index, body=body)
+    actions = ({"_index": index, "_id": k, "_source": v} for k, v in docs.items())
+    errors = 0
+    started = time.monotonic()
+    if threads > 1:
+        for ok, _ in helpers.parallel_bulk(client, actions, chunk_size=chunk, thread_count=threads,
+                                           queue_size=threads, raise_on_error=False):
+            errors += not ok
+    else:
+        for ok, _ in helpers.streaming_bulk(client, actions, chunk_size=chunk, raise_on_error=False):
+            errors += not ok
+    while True:
+        client.indices.refresh(index=index)
+        if client.count(index=index)["count"] >= len(docs) or time.monotonic() - started > 600:
+            break
+        time.sleep(0.05)
+    wall = time.monotonic() - started
+    return {"chunk_size": chunk, "threads": threads, "documents": client.count(index=index)["count"],
+            "errors": errors, "wall_s": round(wall, 2), "docs_per_s": round(len(docs) / wall, 1)}
+
+
+def run_raw(config_path: Path, index: str, opensearch: str, chunks: list[int], threads: list[int],
+            quiet: tuple[float, float] = (1.0, 0.0)) -> dict[str, Any]:
+    docs, body, pre_s = precompute(config_path, index)
+    client = OpenSearch(hosts=[opensearch], timeout=120)
+    trials = []
+    try:
+        for chunk in chunks:
+            for t in threads:
+                e2e.wait_quiet(*quiet)
+                trials.append(load_once(client, index, body, docs, chunk, t))
+                e2e.log(f"  raw chunk {chunk} threads {t}: {trials[-1]['docs_per_s']:,.0f} docs/s")
+    finally:
+        client.indices.delete(index=index, ignore=404)
+    best = max(trials, key=lambda r: r["docs_per_s"])
+    mean_bytes = sum(len(v) for v in docs.values()) / max(1, len(docs))
+    return {"documents": len(docs), "precompute_s": round(pre_s, 2), "mean_doc_bytes": round(mean_bytes),
+            "trials": trials, "best": best, "wall_s": best["wall_s"], "docs_per_s": best["docs_per_s"]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--books", type=int, default=10_000)
+    parser.add_argument("--database", default="flusso_bench_run")
+    parser.add_argument("--dsn", default=e2e.DEFAULT_DSN)
+    parser.add_argument("--opensearch", default=e2e.DEFAULT_OPENSEARCH)
+    parser.add_argument("--chunks", default="500,1000,2000")
+    parser.add_argument("--threads", default="1,2")
+    args = parser.parse_args()
+    import tempfile
+    dsn, _ = e2e.ensure_data(args.dsn, args.database, args.books, 42)
+    config, index = e2e.write_config(Path(tempfile.mkdtemp()) / "flusso.yaml", dsn, args.opensearch, "bench_raw")
+    result = run_raw(config, index, args.opensearch, [int(c) for c in args.chunks.split(",")],
+                     [int(t) for t in args.threads.split(",")])
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

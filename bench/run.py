@@ -1,0 +1,232 @@
+"""`make bench`: flusso against the sink's limit (`raw`) and PGSync, on the same bookstore data.
+
+    python bench/run.py [--books 10000] [--seconds 20] [--rates 500,2000,max] [--scales 10000,100000]
+                        [--name quick] [--skip-live] [--skip-pgsync] [--pgsync-timeout 120]
+
+Scenarios (issue 6), each over the bookstore generated with the same seed at `--books`:
+
+1. Backfill throughput, wall time from start to the last document searchable:
+   `raw` (bench/raw.py: precomputed documents, opensearch-py bulk helpers, best chunk size and
+   thread count), `flusso` (`flusso backfill --force` from an empty index, bench/e2e.py's
+   `run_backfill`, peak RSS included) and `pgsync` (bench/pgsync_bench.py: PGSync's initial sync,
+   bounded by `--pgsync-timeout`; when it does not finish, its rate so far is reported and the run
+   is marked incomplete).
+2. Live throughput and commit-to-searchable latency for flusso at each rate: bench/e2e.py as is
+   (`--rates`, `--seconds`), in this benchmark's own database, slot and index.
+3. Scaling: flusso's backfill at each of `--scales` (default: `--books` only).
+
+Writes bench/results/<name>.json (commit, machine, every parameter, the figures), then regenerates
+bench/RESULTS.md from every bench/results/run-*.json and the plots bench/results/*.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from opensearchpy import OpenSearch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+import e2e  # noqa: E402
+import pgsync_bench  # noqa: E402
+import raw  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+REPORT = ROOT / "bench" / "RESULTS.md"
+TARGETS = {"flusso_over_raw": 0.8, "flusso_over_pgsync": 3.0, "p99_ms_at_2000": 1500, "rss_mb": 300}
+
+
+def flusso_backfill(args: argparse.Namespace, books: int, workdir: Path) -> dict[str, Any]:
+    dsn, generated = e2e.ensure_data(args.dsn, args.database if books == args.books else f"{args.database}_{books}",
+                                     books, args.seed)
+    client = OpenSearch(hosts=[args.opensearch], timeout=60)
+    config, index = e2e.write_config(workdir / f"flusso-{books}.yaml", dsn, args.opensearch, f"bench_run_{books}")
+    e2e.flusso("teardown", "--yes", config=config)
+    try:
+        result = e2e.run_backfill(config, index, dsn, client, workdir, None, (args.quiet, args.quiet_timeout))
+    finally:
+        e2e.flusso("teardown", "--yes", config=config)
+        client.indices.delete(index=index, ignore=404)
+        client.indices.delete(index=f"{index}-deadletter", ignore=404)
+    return {"system": "flusso", "books": books, "generation_s": generated, **result}, config, index
+
+
+def live(args: argparse.Namespace) -> dict[str, Any]:
+    out = RESULTS / f"{args.name}-e2e.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "e2e.py"), "--books", str(args.books), "--rates", args.rates,
+           "--seconds", str(args.seconds), "--database", args.database, "--name", "bench_run_live",
+           "--out", str(out), "--quiet", str(args.quiet), "--quiet-timeout", str(args.quiet_timeout)]
+    e2e.log("live: " + " ".join(cmd[1:]))
+    done = subprocess.run(cmd, cwd=ROOT)
+    if done.returncode != 0 or not out.exists():
+        return {"error": f"bench/e2e.py exited {done.returncode}"}
+    report = json.loads(out.read_text())
+    return {"e2e_json": str(out.relative_to(ROOT)), "rates": report.get("live", {}).get("rates", []),
+            "flusso_peak_rss_mb": report.get("live", {}).get("flusso_peak_rss_mb")}
+
+
+def _start_run(config: Path, log_path: Path) -> subprocess.Popen:
+    with log_path.open("w") as out:
+        proc = subprocess.Popen([*e2e.FLUSSO, "run", "-c", str(config)], stdout=out, stderr=subprocess.STDOUT,
+                                cwd=ROOT)
+    deadline = time.monotonic() + 300
+    while "live capture started" not in log_path.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"flusso run did not go live:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.1)
+    return proc
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)
+
+
+def backlog(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Scenario 4: flusso stopped while the writers commit `--backlog` changes (the e2e mix, unpaced),
+    then started: peak RSS while it catches up, and how long until the slot is acknowledged past the
+    last change."""
+    import psycopg
+
+    dsn, _ = e2e.ensure_data(args.dsn, args.database, args.books, args.seed)
+    client = OpenSearch(hosts=[args.opensearch], timeout=60)
+    config, index = e2e.write_config(workdir / "flusso-backlog.yaml", dsn, args.opensearch, "bench_run_backlog")
+    slot = "bench_run_backlog"
+    e2e.flusso("teardown", "--yes", config=config)
+    try:
+        proc = _start_run(config, workdir / "backlog-1.log")  # creates the slot, seeds the index
+        _stop(proc)
+        pools = e2e.Pools(dsn, 10)
+        samples = e2e.Samples()
+        written, began = 0, time.monotonic()
+        while written < args.backlog:
+            w = e2e.Writer(dsn, pools, samples, None, 10.0, args.max_writers, 10**9, 10**8 + written, args.seed)
+            written += w.run()["changes"]
+        write_s = time.monotonic() - began
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            lsn = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]
+        lag = e2e.slot_lag(dsn, slot)
+        e2e.log(f"4. backlog: {written:,} changes written in {write_s:.0f} s; slot lag {lag:,} bytes; starting flusso")
+        started = time.monotonic()
+        log_path = workdir / "backlog-2.log"
+        with log_path.open("w") as out:
+            proc = subprocess.Popen([*e2e.FLUSSO, "run", "-c", str(config)], stdout=out, stderr=subprocess.STDOUT,
+                                    cwd=ROOT)
+        watch = e2e.Watch(proc.pid, every=0.1)
+        watch.start()
+        acked = e2e.wait_confirmed(dsn, slot, lsn, args.backlog_timeout)
+        rss_samples = e2e._status(proc.pid)
+        _stop(proc)
+        watch.done.set()
+        catch_up = None if acked is None else acked - started
+        return {"changes": written, "write_s": round(write_s, 1), "slot_lag_bytes": lag,
+                "catch_up_s": round(catch_up, 1) if catch_up else None,
+                "changes_per_s": round(written / catch_up, 1) if catch_up else None,
+                "peak_rss_mb": round(watch.peak_kb / 1024, 1),
+                "rss_at_end_mb": round(rss_samples.get("VmRSS", 0) / 1024, 1), "exit_code": proc.returncode,
+                "caught_up": acked is not None}
+    finally:
+        e2e.flusso("teardown", "--yes", config=config)
+        client.indices.delete(index=index, ignore=404)
+        client.indices.delete(index=f"{index}-deadletter", ignore=404)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--books", type=int, default=10_000)
+    parser.add_argument("--seconds", type=float, default=20.0, help="seconds of writes per live rate")
+    parser.add_argument("--rates", default="500,2000,max")
+    parser.add_argument("--scales", default=None, help="books per scaling point, comma-separated (default: --books)")
+    parser.add_argument("--name", default=None, help="results name (default: run-<books>)")
+    parser.add_argument("--dsn", default=e2e.DEFAULT_DSN)
+    parser.add_argument("--database", default="flusso_bench_run")
+    parser.add_argument("--pgsync-database", default="flusso_bench_pgsync")
+    parser.add_argument("--opensearch", default=e2e.DEFAULT_OPENSEARCH)
+    parser.add_argument("--raw-chunks", default="500,1000,2000")
+    parser.add_argument("--raw-threads", default="1,2")
+    parser.add_argument("--pgsync-timeout", type=float, default=120.0)
+    parser.add_argument("--skip-live", action="store_true")
+    parser.add_argument("--backlog", type=int, default=100_000, help="changes in the backlog scenario (0: skip)")
+    parser.add_argument("--backlog-timeout", type=float, default=600.0)
+    parser.add_argument("--max-writers", type=int, default=2)
+    parser.add_argument("--skip-pgsync", action="store_true")
+    parser.add_argument("--quiet", type=float, default=0.35)
+    parser.add_argument("--quiet-timeout", type=float, default=10.0)
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args()
+    args.name = args.name or f"run-{args.books}"
+    scales = [int(s) for s in args.scales.split(",")] if args.scales else [args.books]
+    started = time.monotonic()
+    report: dict[str, Any] = {"benchmark": "run", "name": args.name, **e2e.git_commit(), "machine": e2e.machine(),
+                              "started_at": datetime.now().isoformat(timespec="seconds"), "books": args.books,
+                              "parameters": vars(args), "targets": TARGETS}
+    workdir = Path(tempfile.mkdtemp(prefix="flusso-bench-run-"))
+
+    e2e.log(f"1. backfill: flusso ({args.books:,} books)")
+    flusso, config, index = flusso_backfill(args, args.books, workdir)
+    report["backfill"] = {"flusso": flusso}
+    e2e.log(f"   flusso {flusso['docs_per_s']:,.0f} docs/s in {flusso['wall_s']} s, "
+            f"peak RSS {flusso['peak_rss_mb']} MB")
+    e2e.log("1. backfill: raw")
+    report["backfill"]["raw"] = {"system": "raw", **raw.run_raw(
+        config, index, args.opensearch, [int(c) for c in args.raw_chunks.split(",")],
+        [int(t) for t in args.raw_threads.split(",")], (args.quiet, args.quiet_timeout))}
+    if not args.skip_pgsync:
+        e2e.log("1. backfill: pgsync")
+        dsn, _ = e2e.ensure_data(args.dsn, args.pgsync_database, args.books, args.seed)
+        try:
+            report["backfill"]["pgsync"] = pgsync_bench.run_backfill(
+                dsn, args.opensearch, "bench_run_pgsync_books", args.pgsync_timeout, (args.quiet, args.quiet_timeout))
+        except Exception as err:  # noqa: BLE001 - reported, the rest still runs
+            report["backfill"]["pgsync"] = {"system": "pgsync", "error": str(err)[-2000:]}
+    b = report["backfill"]
+    report["ratios"] = {
+        "flusso_over_raw": round(b["flusso"]["docs_per_s"] / b["raw"]["docs_per_s"], 2),
+        "flusso_over_pgsync": (round(b["flusso"]["docs_per_s"] / b["pgsync"]["docs_per_s"], 2)
+                               if b.get("pgsync", {}).get("docs_per_s") else None),
+    }
+    e2e.log(f"   ratios {report['ratios']}")
+    report["scaling"] = [{"books": args.books, "wall_s": flusso["wall_s"], "docs_per_s": flusso["docs_per_s"],
+                          "peak_rss_mb": flusso["peak_rss_mb"]}]
+    for books in scales:
+        if books == args.books:
+            continue
+        e2e.log(f"3. scaling: flusso backfill at {books:,} books")
+        point, _, _ = flusso_backfill(args, books, workdir)
+        report["scaling"].append({"books": books, "wall_s": point["wall_s"], "docs_per_s": point["docs_per_s"],
+                                  "peak_rss_mb": point["peak_rss_mb"]})
+    if not args.skip_live:
+        e2e.log("2. live: flusso")
+        report["live"] = {"flusso": live(args)}
+    if args.backlog:
+        e2e.log(f"4. backlog of {args.backlog:,} changes")
+        try:
+            report["backlog"] = backlog(args, workdir)
+        except Exception as err:  # noqa: BLE001 - reported
+            report["backlog"] = {"error": str(err)[-2000:]}
+        e2e.log(f"   {report['backlog']}")
+    report["elapsed_s"] = round(time.monotonic() - started, 1)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    import report as report_md
+
+    report_md.write_all()
+    e2e.log(f"wrote bench/results/{args.name}.json and bench/RESULTS.md in {report['elapsed_s']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -36,6 +36,8 @@ from flusso_dagster.factory import flusso_resource
 from flusso_dagster.project import Project
 from flusso_dagster.resources import LIVE_ASSET
 
+from .conftest import OPENSEARCH_URL
+
 ROOT = Path(__file__).resolve().parents[1]
 BOOKS = 150
 sys.path.insert(0, str(ROOT / "examples" / "bookstore"))
@@ -46,6 +48,7 @@ def _write_config(path: Path, dsn: str, prefix: str, slot: str, extra_index: boo
 
     raw = read_yaml((ROOT / "examples/bookstore/flusso.yaml").read_text())
     raw["source"].update(dsn=dsn, slot=slot, publication=slot)
+    raw["sink"]["hosts"] = [OPENSEARCH_URL]
     raw["batch"] = {"max_changes": 200, "max_delay_ms": 50}
     indexes = {f"{prefix}books": raw["indexes"]["books"]}
     if extra_index:

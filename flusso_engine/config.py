@@ -159,6 +159,8 @@ class SinkConfig(_Strict):
 class BatchConfig(_Strict):
     max_changes: int = Field(1000, gt=0)
     max_delay_ms: int = Field(200, ge=0)
+    # bulk requests sent in the background while the next chunk is built; 0 flushes in line
+    flushes_in_flight: int = Field(2, ge=0, le=8)
 
 
 class QueueConfig(_Strict):

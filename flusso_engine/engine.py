@@ -184,7 +184,7 @@ class Engine:
             return {index: {doc_id([c.new[k] for k in key]) for c in changes if c.new is not None}}
 
         worker = Worker(self.builder, self.sink, self.batch.max_changes, self.observer, only={index},
-                        resolve=resolve, failpoint="backfill_flush")
+                        resolve=resolve, failpoint="backfill_flush", in_flight=self.batch.in_flight)
         stop = threading.Event()
         queue = Channel(self.config.queue.capacity, stop=stop)
         thread = CaptureThread(lambda: self.capture.snapshot(table, key), queue, stop, name="flusso-snapshot")
@@ -197,6 +197,7 @@ class Engine:
                   ack=None, on_batch=progress)
         finally:
             stop.set()
+            worker.close()
             thread.join(timeout=10)
         report = BackfillReport(index=index, documents=worker.documents, rows=rows, rejected=worker.rejected,
                                 seconds=time.monotonic() - started)
@@ -229,7 +230,7 @@ class Engine:
         self._capture_stop.clear()
         queue = Channel(self.config.queue.capacity, stop=self._capture_stop)
         worker = Worker(self.builder, self.sink, self.batch.max_changes, self.observer,
-                        on_truncate=self._on_truncate)
+                        on_truncate=self._on_truncate, in_flight=self.batch.in_flight)
         thread = CaptureThread(self.capture.stream, queue, self._capture_stop)
         thread.start()
         log.info("live capture started on slot %s", self.config.source.slot)
@@ -247,6 +248,7 @@ class Engine:
                   self.batch.max_delay, ack=self.capture.ack, on_tick=tick)
         finally:
             self._capture_stop.set()
+            worker.close()
             thread.join(timeout=30)
 
     def report_lag(self, worker_changes: int = 0, seconds: float = 0.0) -> LagReport:

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 
 _spec = os.environ.get("FLUSSO_FAILPOINT", "")
 _name, _, _count = _spec.partition(":")
 _left = int(_count or 1) if _spec else 0
+_lock = threading.Lock()  # flushes run on background threads
 
 
 def hit(name: str) -> None:
     global _left
     if not _spec or name != _name:
         return
-    _left -= 1
-    if _left <= 0:
-        os.kill(os.getpid(), signal.SIGKILL)
+    with _lock:
+        _left -= 1
+        if _left <= 0:
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from . import failpoints
 from .changes import Change, DocId, Position
@@ -61,12 +63,78 @@ def chunked(ids: Iterable[DocId], size: int) -> Iterator[list[DocId]]:
         yield chunk
 
 
+class Flushes:
+    """Flushes sent on background threads, at most `limit` at once, settled in the order they were sent.
+
+    `send` waits for a free slot (the oldest flush) first, so memory stays bounded by `limit` + 1
+    buffers. A flush's error is raised by the `settle` or `send` that finds it; nothing sent after
+    the last settled flush is then acknowledged. With `limit` 0, or a sink that cannot `detach` its
+    buffer, every flush runs in line.
+    """
+
+    def __init__(self, sink: Sink, limit: int, failpoint: str) -> None:
+        self.sink = sink
+        self.failpoint = failpoint
+        detach = getattr(sink, "detach", None)
+        self._detach: Callable[[], Callable[[], FlushReport]] | None = detach if limit > 0 else None
+        self.limit = max(limit, 1)
+        self._pool = (ThreadPoolExecutor(max_workers=limit, thread_name_prefix="flusso-flush")
+                      if self._detach is not None else None)
+        self._sent: deque[tuple[int, Future[FlushReport], BatchStats]] = deque()
+        self.sent = 0  # flushes sent so far
+        self.settled = 0  # every flush up to this one has succeeded
+        self.documents = 0  # written or deleted by the settled flushes
+        self.rejected = 0
+
+    def send(self, stats: BatchStats) -> None:
+        """Send the sink's buffer; its report is credited to `stats` once it settles."""
+        self.sent += 1
+        if self._pool is None or self._detach is None:
+            done: Future[FlushReport] = Future()
+            done.set_result(self._run(self.sink.flush))
+            self._sent.append((self.sent, done, stats))
+            return
+        while len(self._sent) >= self.limit:
+            self._settle_oldest()
+        self._sent.append((self.sent, self._pool.submit(self._run, self._detach()), stats))
+
+    def _run(self, flush: Callable[[], FlushReport]) -> FlushReport:
+        report = flush()
+        failpoints.hit(self.failpoint)
+        return report
+
+    def _settle_oldest(self) -> None:
+        seq, future, stats = self._sent[0]
+        report = future.result()  # raises the flush's error
+        self._sent.popleft()
+        self.settled = seq
+        stats.deleted += report.deleted
+        stats.conflicts += report.conflicts
+        stats.rejected += len(report.rejected)
+        stats.requests += report.requests
+        self.documents += report.written + report.deleted
+        self.rejected += len(report.rejected)
+
+    def settle(self, wait: bool = False) -> None:
+        """Settle the flushes that finished, oldest first, up to the first still in flight; with
+        `wait`, every flush sent."""
+        while self._sent and (wait or self._sent[0][1].done()):
+            self._settle_oldest()
+
+    def close(self) -> None:
+        """Wait for what is in flight (its retries are bounded and stop with the run), then let the
+        threads go."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 class Worker:
-    """Resolve -> build -> write -> flush for one batch at a time.
+    """Resolve -> build -> write -> flush, batch after batch.
 
     Documents are built and flushed in chunks of at most `max_docs` ids, so a change that fans out
-    to many documents stays in bounded memory. `handle` returns only after every document of the
-    batch is flushed; its `ack` is the end position of the last transaction whose commit marker the
+    to many documents stays in bounded memory. Up to `in_flight` flushes run in the background while
+    the next chunk is built; `done` returns the batches all of whose flushes have succeeded, in
+    order. A batch's `ack` is the end position of the last transaction whose commit marker the
     batch held, so a batch that ends inside a transaction acknowledges no further than the one before.
     """
 
@@ -80,19 +148,29 @@ class Worker:
         on_truncate: Callable[[str], None] | None = None,
         resolve: Callable[[Sequence[Change]], dict[str, set[DocId]]] | None = None,
         failpoint: str = "live_flush",
+        in_flight: int = 0,
     ) -> None:
         self.builder = builder
         self.resolve = resolve or builder.resolve
-        self.failpoint = failpoint
         self.sink = sink
         self.max_docs = max_docs
         self.observer = observer
         self.only = set(only) if only is not None else None
         self.on_truncate = on_truncate
-        self.documents = 0
-        self.rejected = 0
+        self.flushes = Flushes(sink, in_flight, failpoint)
+        self._batches: deque[tuple[BatchStats, int, float]] = deque()  # stats, last flush, started
+
+    @property
+    def documents(self) -> int:
+        """Documents written or deleted by the flushes settled so far."""
+        return self.flushes.documents
+
+    @property
+    def rejected(self) -> int:
+        return self.flushes.rejected
 
     def handle(self, batch: Sequence[Change]) -> BatchStats:
+        """Build and send the batch; it counts as flushed once `done` returns it."""
         started = time.monotonic()
         stats = BatchStats(changes=sum(1 for c in batch if not c.is_commit))
         segment: list[Change] = []
@@ -101,15 +179,29 @@ class Worker:
                 self._apply(segment, stats)
                 segment = []
                 if self.on_truncate is not None:
+                    self.flushes.settle(wait=True)  # nothing older may land in the index the truncate rebuilds
                     self.on_truncate(change.table)
             elif change.is_commit:
                 stats.ack = change.position
             else:
                 segment.append(change)
         self._apply(segment, stats)
-        stats.seconds = time.monotonic() - started
-        self.observer.batch_flushed(stats)
+        self._batches.append((stats, self.flushes.sent, started))
         return stats
+
+    def done(self, wait: bool = False) -> list[BatchStats]:
+        """The handled batches whose every flush has succeeded, oldest first; `wait` waits for all."""
+        self.flushes.settle(wait)
+        finished = []
+        while self._batches and self._batches[0][1] <= self.flushes.settled:
+            stats, _, started = self._batches.popleft()
+            stats.seconds = time.monotonic() - started
+            self.observer.batch_flushed(stats)
+            finished.append(stats)
+        return finished
+
+    def close(self) -> None:
+        self.flushes.close()
 
     def _apply(self, changes: Sequence[Change], stats: BatchStats) -> None:
         if not changes:
@@ -127,20 +219,14 @@ class Worker:
                 buffered += len(built.docs)
                 stats.documents += len(built.docs)
                 if buffered >= self.max_docs:
-                    self._flush(stats)
+                    self._send(stats)
                     buffered = 0
         if buffered:
-            self._flush(stats)
+            self._send(stats)
 
-    def _flush(self, stats: BatchStats) -> None:
-        report: FlushReport = self.sink.flush()
-        failpoints.hit(self.failpoint)
-        stats.deleted += report.deleted
-        stats.conflicts += report.conflicts
-        stats.rejected += len(report.rejected)
-        stats.requests += report.requests
-        self.documents += report.written + report.deleted
-        self.rejected += len(report.rejected)
+    def _send(self, stats: BatchStats) -> None:
+        self.flushes.send(stats)
+        self.flushes.settle(wait=False)
 
 
 def handle_retrying(worker: Worker, batch: Sequence[Change], stop: threading.Event,
@@ -172,11 +258,21 @@ def drive(
     on_batch: Callable[[], None] | None = None,
     on_tick: Callable[[], None] | None = None,
 ) -> None:
-    """The worker's loop: batch, handle, ack; on stop, drain what was read, flush, ack, return.
+    """The worker's loop: batch, handle, ack what is flushed; on stop, drain what was read, flush,
+    ack, return.
 
-    Raises whatever the capture thread or the worker raised; nothing past the last successful flush
-    is acknowledged then.
+    A batch is acknowledged once all its flushes (and all earlier ones) have succeeded; whenever the
+    queue runs dry, everything in flight is waited for and acknowledged. Raises whatever the capture
+    thread or the worker raised; nothing past the last successful flush is acknowledged then.
     """
+
+    def settle(wait: bool) -> None:
+        for stats in worker.done(wait):
+            if ack is not None and stats.ack is not None:
+                ack(stats.ack)
+            if on_batch is not None:
+                on_batch()
+
     while True:
         if stop.is_set():
             capture_stop.set()
@@ -184,12 +280,10 @@ def drive(
             on_tick()
         batch = queue.get_batch(max_changes, max_delay, timeout=0.5)
         if batch:
-            stats = handle_retrying(worker, batch, stop)
-            if ack is not None and stats.ack is not None:
-                ack(stats.ack)
-            if on_batch is not None:
-                on_batch()
+            handle_retrying(worker, batch, stop)
+            settle(wait=False)
             continue
+        settle(wait=True)
         if capture.error is not None:
             raise capture.error
         if not capture.is_alive() and queue.empty():

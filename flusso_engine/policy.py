@@ -17,14 +17,17 @@ ItemRejection = Literal["fail", "skip", "dead_letter"]
 
 @dataclass(frozen=True)
 class BatchPolicy:
-    """One flush takes up to `max_changes` changes, or whatever arrived within `max_delay` seconds."""
+    """One flush takes up to `max_changes` changes, or whatever arrived within `max_delay` seconds;
+    up to `in_flight` flushes are on the wire while the next one is built."""
 
     max_changes: int = 1000
     max_delay: float = 0.2
+    in_flight: int = 2
 
     @classmethod
     def from_config(cls, config: BatchConfig) -> BatchPolicy:
-        return cls(max_changes=config.max_changes, max_delay=config.max_delay_ms / 1000)
+        return cls(max_changes=config.max_changes, max_delay=config.max_delay_ms / 1000,
+                   in_flight=config.flushes_in_flight)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -123,3 +123,11 @@ class Sink(Protocol):
     def count(self, index: str) -> int: ...
     def write(self, index: str, doc_id: DocId, doc: dict | str | None, version: int) -> None: ...
     def flush(self) -> FlushReport: ...
+
+
+class DetachableSink(Sink, Protocol):
+    """A sink whose buffer can be handed over and sent on another thread (`detach`), so that the
+    worker builds the next chunk while the last one is on the wire. Optional: a sink without it is
+    flushed in line."""
+
+    def detach(self) -> Callable[[], FlushReport]: ...

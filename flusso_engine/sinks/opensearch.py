@@ -27,6 +27,7 @@ No message or log line carries a password: hosts are shown without their userinf
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import threading
@@ -239,6 +240,7 @@ class OpenSearchSink:
             self._secrets.add(config.password.get_secret_value())
         self._buffer = WriteBuffer()
         self._dead_letter_indexes: set[str] = set()
+        self._dead_letter_lock = threading.Lock()
 
     # --- index state ------------------------------------------------------------------------------
 
@@ -342,9 +344,24 @@ class OpenSearchSink:
         Under `fail` a rejection raises `RejectedItem` once the rest is sent; the buffer is kept, as
         after any error, since the caller acknowledges nothing.
         """
+        report = self._flush_writes(self._buffer.writes())
+        self._buffer.clear()
+        return report
+
+    def detach(self) -> Callable[[], FlushReport]:
+        """Hand the buffer over and start a fresh one: the returned call sends it, like `flush`, and
+        may run on another thread while new writes fill the fresh buffer (the client is thread-safe).
+
+        Two detached buffers may hold the same document at different versions; the versions decide
+        which one OpenSearch keeps, whichever request arrives first.
+        """
+        writes = self._buffer.writes()
+        self._buffer.clear()
+        return functools.partial(self._flush_writes, writes)
+
+    def _flush_writes(self, writes: list[PendingWrite]) -> FlushReport:
         started = time.monotonic()
         report = FlushReport()
-        writes = self._buffer.writes()
         if not writes:
             return report
         retries = _Retries(self.policies, self._stop, self.where, self._log, self._scrub)
@@ -352,7 +369,6 @@ class OpenSearchSink:
         report.written, report.deleted, report.conflicts = outcome.written, outcome.deleted, outcome.conflicts
         if outcome.rejected:
             self._reject(outcome.rejected, report, retries)
-        self._buffer.clear()
         report.seconds = time.monotonic() - started
         return report
 
@@ -376,11 +392,12 @@ class OpenSearchSink:
     def _dead_letter(self, rejected: list[tuple[PendingWrite, str]], report: FlushReport,
                      retries: _Retries) -> None:
         failed_at = datetime.now(UTC).isoformat()
-        for write, _ in rejected:
-            index = write.index + DEAD_LETTER_SUFFIX
-            if index not in self._dead_letter_indexes:
-                self.ensure_index(index, DEAD_LETTER_MAPPING)
-                self._dead_letter_indexes.add(index)
+        with self._dead_letter_lock:  # two detached flushes may reject at once
+            for write, _ in rejected:
+                index = write.index + DEAD_LETTER_SUFFIX
+                if index not in self._dead_letter_indexes:
+                    self.ensure_index(index, DEAD_LETTER_MAPPING)
+                    self._dead_letter_indexes.add(index)
         outcome = self._send([_encode_dead_letter(w, r, failed_at) for w, r in rejected], report, retries)
         if outcome.rejected:
             write, reason = outcome.rejected[0]

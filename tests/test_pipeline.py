@@ -1,0 +1,184 @@
+"""The worker's flushes in flight: acknowledgements stay in order and wait for every earlier flush.
+
+The sink here is a stand-in whose flushes finish when the test says so: what is tested is the
+worker's bookkeeping (which batch may be acknowledged when), not a sink. The same path against the
+real services runs in every engine test (flushes_in_flight defaults to 2).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Collection, Sequence
+
+import pytest
+
+from flusso_engine.changes import Change, commit
+from flusso_engine.documents import Built
+from flusso_engine.error import SinkError
+from flusso_engine.observer import BatchStats
+from flusso_engine.pipeline import Worker
+from flusso_engine.sinks import FlushReport
+
+
+class Builder:
+    """Each change is the document whose id is its row's `id`."""
+
+    def resolve(self, changes: Sequence[Change]) -> dict[str, set[str]]:
+        return {"books": {str(c.new["id"]) for c in changes if c.new}}
+
+    def build(self, index: str, ids: Collection[str], after: Collection[int] = ()) -> Built:
+        return Built({i: {"id": i} for i in ids}, position=1)
+
+
+class GatedSink:
+    """Every detached flush waits for its own gate; `sent` lists the ids of each flush in order."""
+
+    def __init__(self, fail_on: int | None = None) -> None:
+        self.buffer: list[str] = []
+        self.sent: list[list[str]] = []
+        self.gates: list[threading.Event] = []
+        self.fail_on = fail_on
+        self.flushed_in_line = 0
+        self.lock = threading.Lock()
+
+    def write(self, index: str, doc_id: str, doc: object, version: int) -> None:
+        self.buffer.append(doc_id)
+
+    def flush(self) -> FlushReport:
+        self.flushed_in_line += 1
+        written, self.buffer = len(self.buffer), []
+        return FlushReport(written=written, requests=1)
+
+    def detach(self) -> Callable[[], FlushReport]:
+        ids, self.buffer = self.buffer, []
+        gate = threading.Event()
+        number = len(self.gates)
+        self.gates.append(gate)
+        with self.lock:
+            self.sent.append(ids)
+
+        def send() -> FlushReport:
+            assert gate.wait(10), "the test never opened this flush's gate"
+            if number == self.fail_on:
+                raise SinkError("bulk write failed after 6 attempts")
+            return FlushReport(written=len(ids), requests=1)
+
+        return send
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.flushed: list[BatchStats] = []
+
+    def batch_flushed(self, stats: BatchStats) -> None:
+        self.flushed.append(stats)
+
+
+def batch(first: int, count: int, position: int) -> list[Change]:
+    rows = [Change("public.book", "insert", new={"id": i}, position=position) for i in range(first, first + count)]
+    return [*rows, commit(position)]
+
+
+def worker(sink: GatedSink, in_flight: int, **kwargs: object) -> Worker:
+    return Worker(Builder(), sink, max_docs=10, observer=Recorder(), in_flight=in_flight, **kwargs)
+
+
+def wait_for(condition: Callable[[], bool]) -> None:
+    event = threading.Event()
+    for _ in range(200):
+        if condition():
+            return
+        event.wait(0.01)
+    raise AssertionError("condition not reached")
+
+
+def test_a_batch_is_done_only_when_it_and_every_earlier_flush_succeeded() -> None:
+    sink = GatedSink()
+    w = worker(sink, in_flight=2)
+    w.handle(batch(0, 10, position=100))
+    w.handle(batch(10, 10, position=200))
+    assert w.done() == [], "nothing is flushed yet"
+    sink.gates[1].set()  # the second batch's flush finishes first
+    wait_for(lambda: w.flushes._sent[1][1].done())
+    assert w.done() == [], "batch 2 waits for batch 1's flush"
+    sink.gates[0].set()
+    done = w.done(wait=True)
+    assert [s.ack for s in done] == [100, 200]
+    assert w.documents == 20
+    assert [s.ack for s in w.observer.flushed] == [100, 200]
+    w.close()
+
+
+def test_no_more_than_in_flight_flushes_are_sent_at_once() -> None:
+    sink = GatedSink()
+    w = worker(sink, in_flight=2)
+    w.handle(batch(0, 10, position=100))
+    w.handle(batch(10, 10, position=200))
+    third = threading.Thread(target=w.handle, args=(batch(20, 10, position=300),))
+    third.start()
+    third.join(0.3)
+    assert third.is_alive(), "the third flush waits for a free slot"
+    assert len(sink.sent) == 2
+    sink.gates[0].set()
+    third.join(5)
+    assert not third.is_alive() and len(sink.sent) == 3
+    for gate in sink.gates:
+        gate.set()
+    assert [s.ack for s in w.done(wait=True)] == [100, 200, 300]
+    w.close()
+
+
+def test_a_failed_flush_stops_the_acks_at_the_batch_before() -> None:
+    sink = GatedSink(fail_on=1)
+    w = worker(sink, in_flight=2)
+    w.handle(batch(0, 10, position=100))
+    w.handle(batch(10, 10, position=200))
+    sink.gates[0].set()
+    wait_for(lambda: w.flushes._sent[0][1].done())
+    assert [s.ack for s in w.done()] == [100]
+    sink.gates[1].set()
+    with pytest.raises(SinkError, match="bulk write failed"):
+        w.done(wait=True)
+    with pytest.raises(SinkError):
+        w.done()  # still failed: batch 2 never counts as done
+    assert w.documents == 10
+    w.close()
+
+
+def test_a_chunked_batch_is_done_after_its_last_chunk() -> None:
+    sink = GatedSink()
+    w = worker(sink, in_flight=3)
+    w.handle(batch(0, 25, position=100))  # 3 chunks of at most 10
+    assert [len(ids) for ids in sink.sent] == [10, 10, 5]
+    sink.gates[0].set()
+    sink.gates[1].set()
+    wait_for(lambda: w.flushes._sent[1][1].done())
+    assert w.done() == [], "the batch's last chunk is still in flight"
+    sink.gates[2].set()
+    assert [s.ack for s in w.done(wait=True)] == [100]
+    w.close()
+
+
+def test_in_flight_zero_flushes_in_line() -> None:
+    sink = GatedSink()
+    w = worker(sink, in_flight=0)
+    w.handle(batch(0, 10, position=100))
+    assert sink.flushed_in_line == 1 and sink.gates == []
+    assert [s.ack for s in w.done()] == [100]
+
+
+def test_a_truncate_waits_for_the_flushes_before_it() -> None:
+    sink = GatedSink()
+    seen: list[int] = []
+
+    def on_truncate(table: str) -> None:
+        seen.append(len(w.flushes._sent))
+
+    w = worker(sink, in_flight=2, on_truncate=on_truncate)
+    changes = [*batch(0, 10, position=100)[:-1], Change("public.author", "truncate", position=100), commit(100)]
+    releaser = threading.Thread(target=lambda: (wait_for(lambda: len(sink.gates) == 1), sink.gates[0].set()))
+    releaser.start()
+    w.handle(changes)
+    releaser.join()
+    assert seen == [0], "the truncate ran with nothing in flight"
+    w.close()

@@ -18,17 +18,18 @@ everything else ("other": the noise).
    fixed mix `MIX` for `--seconds`, open loop: change `i` is due at `t0 + i / rate` whenever the
    previous one finished; what a saturated writer does not reach by the end is dropped (achieved <
    offered). Every `--sample-every`-th subtitle update is a latency sample: it writes the marker
-   `m<seq>` into a book of a reserved pool (one pending sample per book at a time), and a poller
-   searches the index (`terms` on `subtitle.keyword`, read from doc values; not `mget`, which is
-   realtime and would not show searchability) every `--poll-ms`; latency = time the search that
-   first finds it was sent - time its commit returned. The index keeps its default 1 s refresh
-   interval. After the writers stop, one more marker (the fence) is committed; the drain ends when
-   the slot is acknowledged past the fence's commit and the fence is searchable (`drain_s`, from the
-   writers' end). The engine kept up when the drain is short (`--keep-up-s`). Under a backlog a
-   sample can show up early, rebuilt from the current rows for an older change still queued (an
-   author renamed), so latencies then are a lower bound. The engine's own changes/s come from its
-   `flushed N changes` log lines; a sample of the documents touched is compared with a fresh build
-   after the drain. A rate `max` runs `--max-writers` writers with no pacing.
+   `m<run tag>-<seq>` (unique to this process) into a book of a reserved pool (one pending sample
+   per book at a time), and a poller searches the index (`terms` on `subtitle.keyword`, read from
+   doc values; not `mget`, which is realtime and would not show searchability) every `--poll-ms`;
+   latency = time the search that first finds it was sent - time its commit returned. The index
+   keeps its default 1 s refresh interval. After the writers stop, one more marker (the fence) is
+   committed; the drain ends when the slot is acknowledged past the fence's commit and the fence is
+   searchable (`drain_s`, from the writers' end). The engine kept up when the drain is short
+   (`--keep-up-s`). Under a backlog a sample can show up early, rebuilt from the current rows for an
+   older change still queued (an author renamed), so latencies then are a lower bound. The engine's
+   own changes/s come from its `flushed N changes` log lines; a sample of the documents touched is
+   compared with a fresh build after the drain. A rate `max` runs `--max-writers` writers with no
+   pacing.
 
 `--profile DIR` samples the flusso process with py-spy (idle threads included) during the backfill
 and each rate; `bench/e2e_profile.py pyspy DIR/*.txt` summarizes where its threads spend the time.
@@ -84,6 +85,9 @@ MIX: list[tuple[str, float]] = [
     ("author.name", 0.05),  # fan-out: ~10 books per author
     ("reader.name", 0.05),  # fan-out: ~5 reviews (books) per reader
 ]
+# Tags this process's markers: the data is reused from one run to the next, so a plain `m<seq>` can
+# already sit in some book (left by an earlier run) and be "found" before its own change is searchable.
+RUN_TAG = format(int(time.time() * 1000) % 16**6, "06x")
 _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 _FLUSHED = re.compile(r"flushed (\d+) changes -> (\d+) documents .* in ([0-9.]+)s")
 _DONE = re.compile(r"backfill of \S+ done: (\d+) documents in ([0-9.]+)s")
@@ -593,7 +597,7 @@ class Writer:
             book = p.sample_book() if sampled else None
             if book is None:
                 book = p.other_book(rng)
-            marker = f"m{seq}"
+            marker = f"m{RUN_TAG}-{seq}"
             rows = conn.execute("UPDATE book SET subtitle = %s WHERE id = %s", (marker, book), prepare=True).rowcount
             if sampled and book % p.pool_every == 0:
                 self.samples.add(marker, book, time.monotonic())
@@ -752,7 +756,7 @@ def live_rate(args: argparse.Namespace, rate: float | None, proc_log: Path, flus
         fence_book = pools.sample_book()
         if fence_book is None:
             time.sleep(0.05)
-    fence = f"fence{seq_start}"
+    fence = f"fence{RUN_TAG}-{seq_start}"
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("UPDATE book SET subtitle = %s WHERE id = %s", (fence, fence_book))
         fence_lsn = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]

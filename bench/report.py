@@ -39,8 +39,48 @@ NOTES = """## Notes on the systems
   (~90 of ~95 CPU s in postgres, ~3 in pgsync). `enable_nestloop = off` did not help (the query still
   ran > 60 s). It grows quadratically with the data, so the PGSync run is bounded by
   `--pgsync-timeout` and reports the rate reached so far, marked incomplete: the flusso/pgsync ratio
-  is then computed from that rate. PGSync's live mode (daemon `-d`, triggers + Redis queue) is not
-  measured yet.
+  is then computed from that rate.
+- **PGSync live (scenario 2)** runs in **WAL mode** (`pgsync -c schema.json --wal --bootstrap`), its
+  at-least-once mode, read in PGSync 7.3.0's sync.py: it streams its slot and, at each COMMIT,
+  bulk-indexes the buffered rows' documents and only then acknowledges the commit's LSN, so after a
+  crash the slot replays whatever was not indexed. The daemon (`-d`: triggers NOTIFY, a producer
+  pushes to Redis, consumers pop) is not: its consumers pop a batch (LRANGE+LTRIM) *before* indexing
+  it, so a batch in flight is lost with the process; NOTIFYs sent while nobody listens are lost; and
+  the slot that could replay them is consumed wholesale on a timer (every 180 s) whatever the
+  consumers did, while its restart recovery (root rows with xmin >= its checkpoint, plus what is
+  left in the slot) cannot see child-row changes or deletes. Its triggers also run (JSON + NOTIFY)
+  inside every writer transaction.
+  *No initial sync*: WAL mode has none (its bootstrap drops its slot and creates one at the current
+  position; it streams from there). The index is created by PGSync (its mapping), then seeded with
+  every book's document (not timed): flusso's builder output, which has the same fields and nesting
+  as PGSync's documents, plus PGSync's own `_meta` (the keys of the rows each document is made of, per
+  table) computed by SQL. PGSync's change handlers search `_meta` to find the documents a child row is
+  in, so with the seed a renamed author, reader or a deleted review rebuilds the same documents as
+  after a real initial sync, and the index has the same size. It is fair because every document
+  PGSync writes during the run is its own, rebuilt whole from the rows by its own query; the seed
+  only stands in for the state its initial sync would have left. (`--mode daemon` starts the same
+  way, with PGSync's checkpoint file written at `txid_current()` after `bootstrap`: its start-up pull
+  then only syncs rows newer than that.)
+  *Measured* with bench/e2e.py's writer (the same mix, pacing, markers), poller and percentiles.
+  The drain ends when the fence is searchable and the slot is acknowledged past it. A rate not
+  drained `--pgsync-drain-timeout` (30) s after the writes is not kept up: sustained/s is then the
+  changes PGSync flushed (its `flushing buffer with N docs` lines) until that time, the latency
+  percentiles count the samples never seen with their time until the end (a lower bound, shown `≥`),
+  and PGSync is restarted at the current position before the next rate (its backlog dropped), so
+  every rate starts from zero backlog as flusso's did.
+  *Why it does not keep up*: WAL mode handles each transaction on its own (flush, bulk and ack at
+  every COMMIT; the writer's transactions are one statement each), and each one runs PGSync's query
+  for the books concerned, which has the initial sync's quadratic part: the reviews' tags come from a
+  merge join against an aggregate of review_tag read from its start up to the book's review ids, so
+  one book costs O(review_tag) (~18k review_tag rows read, 0.2 s, for one book at 10k books; a renamed
+  author or reader, ~10 or ~5 books, 1-3 s). That is ~2-3 changes/s at 10k books, and it shrinks as
+  review_tag grows. The daemon did no better in a standalone run at 10k (~3-5 documents/s
+  indexed, its Redis queue growing), and its triggers slowed the writers (431/398/309 changes/s
+  written at 500/2000/max against 500/861/1149 in the WAL run, same machine, no triggers).
+- **Live markers** carry a tag unique to the run (`m<tag>-<seq>`, e2e.RUN_TAG): the databases are
+  reused from one run to the next, and before that tag a sample's plain `m<seq>` could already sit in
+  some document, left by an earlier run, and be "found" before its own change was searchable
+  (after a few runs ~99% of the books held such a marker), which biased the lowest latencies down.
 - **Caveats**: `raw` is the best of 6 trials, flusso and PGSync one run each, so under noise the
   flusso/raw ratio is biased towards raw; at 10k books fixed costs (interpreter start, index
   creation, final refresh: ~1-2 s) weigh on flusso's wall time (its engine-only rate is in the table).
@@ -68,6 +108,55 @@ def _machine(r: dict) -> str:
     m = r["machine"]
     return (f"commit `{r['commit'][:10]}`{' (dirty)' if r.get('dirty') else ''}, {m['nproc']} cores "
             f"({m.get('cpu') or '?'}), {m['mem_total_kb'] / 1024 / 1024:.1f} GiB, started {r['started_at']}")
+
+
+def _rate(v: float | None) -> str:
+    """A rate, with a decimal when it is small (PGSync's live changes/s)."""
+    return _fmt(v, 1 if v is not None and v < 10 else 0)
+
+
+def _lat(x: dict, p: str) -> str:
+    lat = x["latency_ms"]
+    return ("≥ " if p in lat.get("lower_bound", []) else "") + _fmt(lat[p])
+
+
+def live_table(live: dict) -> list[str]:
+    """Scenario 2: one row per system and offered rate."""
+    out = ["### Live (commit-to-searchable, 1 s refresh)", "",
+           "| system | offered/s | written/s | sustained/s | docs/s | p50 ms | p95 ms | p99 ms | samples | drain s "
+           "| kept up | RSS MB |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
+    notes = []
+    for name in ("flusso", "pgsync"):
+        s = live.get(name)
+        if not s:
+            continue
+        label = name if name == "flusso" else f"pgsync ({s.get('mode', '?')})"
+        if "error" in s:
+            out.append(f"| {label} | - | - | - | - | - | - | - | - | - | error: {s['error'][:200]} | - |")
+            continue
+        for x in s["rates"]:
+            lat = x["latency_ms"]
+            samples = f"{lat['samples']}" + (f" (+{lat['missing']} unseen)" if lat.get("missing") else "")
+            drain = _fmt(x["drain_s"], 1) if x["drain_s"] is not None else (
+                f"> {x['drain_timeout_s']:g}" if x.get("drain_timeout_s") else "-")
+            sustained = ("≤ " if x.get("sustained_upper_bound") else "") + _rate(x["sustained_per_s"])
+            rss = x.get("flusso_rss_mb", x.get("rss_mb"))
+            docs = x.get("documents_per_s", x.get("engine_until_drained", {}).get("documents_per_s"))
+            out.append(f"| {label} | {x['rate']} | {_fmt(x['writer']['achieved_per_s'])} | {sustained} | "
+                       f"{_rate(docs)} | {_lat(x, 'p50')} | {_lat(x, 'p95')} | {_lat(x, 'p99')} | {samples} | "
+                       f"{drain} | {x['kept_up']} | {_fmt(rss, 1)} |")
+        if name == "flusso":
+            notes.append(f"flusso peak RSS over the live run: {s.get('flusso_peak_rss_mb')} MB (details: "
+                         f"`{s.get('e2e_json')}`).")
+        else:
+            seeded = s.get("seeded") or {}
+            notes.append(f"PGSync {s.get('version')} in `{s.get('mode')}` mode, started live on an index seeded with "
+                         f"{_fmt(seeded.get('documents'))} documents ({seeded.get('seconds')} s, not counted); "
+                         f"peak RSS {s.get('peak_rss_mb')} MB; its live part took {s.get('elapsed_s')} s. "
+                         "≥: the percentile falls on samples never seen searchable, so the true value is at "
+                         "least that (their time until the end counts); drain `> N`: not drained N s after the "
+                         "writes, the rate is what it processed until then (see the notes).")
+    return out + [""] + notes + [""]
 
 
 def section(r: dict) -> list[str]:
@@ -109,21 +198,9 @@ def section(r: dict) -> list[str]:
         out += [f"| {p['books']:,} | {p['wall_s']} | {_fmt(p['docs_per_s'])} | {p['peak_rss_mb']} |"
                 for p in r["scaling"]]
         out.append("")
-    lf = r.get("live", {}).get("flusso")
-    if lf:
-        out += ["### Live (flusso; commit-to-searchable, 1 s refresh)", ""]
-        if "error" in lf:
-            out += [f"error: {lf['error']}", ""]
-        else:
-            out += ["| offered/s | written/s | sustained/s | p50 ms | p95 ms | p99 ms | samples | drain s | kept up |"
-                    " RSS MB |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
-            for x in lf["rates"]:
-                lat = x["latency_ms"]
-                out.append(f"| {x['rate']} | {_fmt(x['writer']['achieved_per_s'])} | {_fmt(x['sustained_per_s'])} | "
-                           f"{_fmt(lat['p50'])} | {_fmt(lat['p95'])} | {_fmt(lat['p99'])} | {lat['samples']} | "
-                           f"{x['drain_s']} | {x['kept_up']} | {x['flusso_rss_mb']} |")
-            out += ["", f"flusso peak RSS over the live run: {lf.get('flusso_peak_rss_mb')} MB "
-                        f"(details: `{lf.get('e2e_json')}`)", ""]
+    live = r.get("live", {})
+    if live:
+        out += live_table(live)
     bl = r.get("backlog")
     if bl:
         out += ["### Memory", "", f"flusso peak RSS through the backfill: {b['flusso'].get('peak_rss_mb')} MB."]
@@ -160,16 +237,25 @@ def plots(runs: list[dict]) -> list[str]:
         plt.close(fig)
         made.append(path.name)
         lf = r.get("live", {}).get("flusso", {})
+        lp = r.get("live", {}).get("pgsync", {})
         if lf.get("rates"):
             fig, ax = plt.subplots(figsize=(6, 3.5))
             labels = [x["rate"] for x in lf["rates"]]
             for p, style in (("p50", "o-"), ("p95", "s-"), ("p99", "^-")):
-                ax.plot(labels, [x["latency_ms"][p] for x in lf["rates"]], style, label=p)
+                ax.plot(labels, [x["latency_ms"][p] for x in lf["rates"]], style, label=f"flusso {p}")
+            title = f"flusso live, {r['books']:,} books, {r['parameters']['seconds']:g} s per rate"
+            if lp.get("rates"):
+                # PGSync's figures are often lower bounds (samples never seen): open markers
+                for p, style in (("p50", "o--"), ("p99", "^--")):
+                    ax.plot([x["rate"] for x in lp["rates"]], [x["latency_ms"][p] for x in lp["rates"]], style,
+                            color="#c63", mfc="none", label=f"pgsync {p}")
+                ax.set_yscale("log")
+                title = f"live, {r['books']:,} books, {r['parameters']['seconds']:g} s per rate (PGSync: lower bounds)"
             ax.axhline(1500, color="red", lw=0.8, ls="--", label="p99 target")
             ax.set_xlabel("offered changes/s")
             ax.set_ylabel("commit-to-searchable ms")
-            ax.set_title(f"flusso live, {r['books']:,} books, {r['parameters']['seconds']:g} s per rate", fontsize=9)
-            ax.legend()
+            ax.set_title(title, fontsize=9)
+            ax.legend(fontsize=7)
             fig.tight_layout()
             path = RESULTS / f"{r['name']}-live.png"
             fig.savefig(path, dpi=100)

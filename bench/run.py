@@ -2,6 +2,7 @@
 
     python bench/run.py [--books 10000] [--seconds 20] [--rates 500,2000,max] [--scales 10000,100000]
                         [--name quick] [--skip-live] [--skip-pgsync] [--pgsync-timeout 120]
+                        [--pgsync-mode wal] [--pgsync-drain-timeout 30]
 
 Scenarios (issue 6), each over the bookstore generated with the same seed at `--books`:
 
@@ -11,8 +12,12 @@ Scenarios (issue 6), each over the bookstore generated with the same seed at `--
    `run_backfill`, peak RSS included) and `pgsync` (bench/pgsync_bench.py: PGSync's initial sync,
    bounded by `--pgsync-timeout`; when it does not finish, its rate so far is reported and the run
    is marked incomplete).
-2. Live throughput and commit-to-searchable latency for flusso at each rate: bench/e2e.py as is
-   (`--rates`, `--seconds`), in this benchmark's own database, slot and index.
+2. Live throughput and commit-to-searchable latency at each rate: flusso with bench/e2e.py as is
+   (`--rates`, `--seconds`), in this benchmark's own database, slot and index; then PGSync
+   (bench/pgsync_bench.py `run_live`: the same writer, mix, markers, poller and percentiles, in its
+   own database) in its at-least-once mode, `--wal` (`--pgsync-mode`), started live on an index
+   seeded with every document; a rate it has not drained `--pgsync-drain-timeout` s after the writes
+   is reported as not kept up, at the rate it processed until then.
 3. Scaling: flusso's backfill at each of `--scales` (default: `--books` only).
 
 Writes bench/results/<name>.json (commit, machine, every parameter, the figures), then regenerates
@@ -63,7 +68,8 @@ def live(args: argparse.Namespace) -> dict[str, Any]:
     out = RESULTS / f"{args.name}-e2e.json"
     cmd = [sys.executable, str(ROOT / "bench" / "e2e.py"), "--books", str(args.books), "--rates", args.rates,
            "--seconds", str(args.seconds), "--database", args.database, "--name", "bench_run_live",
-           "--out", str(out), "--quiet", str(args.quiet), "--quiet-timeout", str(args.quiet_timeout)]
+           "--out", str(out), "--quiet", str(args.quiet), "--quiet-timeout", str(args.quiet_timeout),
+           "--max-writers", str(args.max_writers), "--seed", str(args.seed)]
     e2e.log("live: " + " ".join(cmd[1:]))
     done = subprocess.run(cmd, cwd=ROOT)
     if done.returncode != 0 or not out.exists():
@@ -71,6 +77,17 @@ def live(args: argparse.Namespace) -> dict[str, Any]:
     report = json.loads(out.read_text())
     return {"e2e_json": str(out.relative_to(ROOT)), "rates": report.get("live", {}).get("rates", []),
             "flusso_peak_rss_mb": report.get("live", {}).get("flusso_peak_rss_mb")}
+
+
+def pgsync_live(args: argparse.Namespace) -> dict[str, Any]:
+    dsn, _ = e2e.ensure_data(args.dsn, args.pgsync_database, args.books, args.seed)
+    try:
+        return pgsync_bench.run_live(dsn, args.opensearch, "bench_run_pgsync_live", e2e.parse_rates(args.rates),
+                                     args.seconds, args.pgsync_mode, drain_timeout=args.pgsync_drain_timeout,
+                                     quiet=(args.quiet, args.quiet_timeout), seed=args.seed,
+                                     max_writers=args.max_writers)
+    except Exception as err:  # noqa: BLE001 - reported, the rest still runs
+        return {"system": "pgsync", "mode": args.pgsync_mode, "error": str(err)[-2000:]}
 
 
 def _start_run(config: Path, log_path: Path) -> subprocess.Popen:
@@ -158,6 +175,10 @@ def main() -> int:
     parser.add_argument("--raw-chunks", default="500,1000,2000")
     parser.add_argument("--raw-threads", default="1,2")
     parser.add_argument("--pgsync-timeout", type=float, default=120.0)
+    parser.add_argument("--pgsync-mode", choices=pgsync_bench.LIVE_MODES, default=pgsync_bench.LIVE_MODE,
+                        help="PGSync's live mode (wal: its at-least-once mode)")
+    parser.add_argument("--pgsync-drain-timeout", type=float, default=30.0,
+                        help="PGSync live: a rate not drained this long after the writes did not keep up")
     parser.add_argument("--skip-live", action="store_true")
     parser.add_argument("--backlog", type=int, default=100_000, help="changes in the backlog scenario (0: skip)")
     parser.add_argument("--backlog-timeout", type=float, default=600.0)
@@ -211,6 +232,9 @@ def main() -> int:
     if not args.skip_live:
         e2e.log("2. live: flusso")
         report["live"] = {"flusso": live(args)}
+        if not args.skip_pgsync:
+            e2e.log(f"2. live: pgsync ({args.pgsync_mode})")
+            report["live"]["pgsync"] = pgsync_live(args)
     if args.backlog:
         e2e.log(f"4. backlog of {args.backlog:,} changes")
         try:

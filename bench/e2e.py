@@ -96,9 +96,14 @@ _DONE = re.compile(r"backfill of \S+ done: (\d+) documents in ([0-9.]+)s")
 # --- set-up -----------------------------------------------------------------------------------------
 
 
-def ensure_data(admin_dsn: str, database: str, books: int, seed: int) -> tuple[str, float | None]:
-    """The database's DSN, generating the bookstore unless it holds exactly `books` books; returns
-    the generation's seconds too (None when reused)."""
+DIRTY = "bench_dirty"  # a table the writers create: the rows are no longer the generated ones
+
+
+def ensure_data(admin_dsn: str, database: str, books: int, seed: int,
+                pristine: bool = False) -> tuple[str, float | None]:
+    """The database's DSN, generating the bookstore unless it holds exactly `books` books (and, with
+    `pristine`, no writer has changed them since: a backfill is measured on the generated rows
+    only); returns the generation's seconds too (None when reused)."""
     dsn = psycopg.conninfo.make_conninfo(admin_dsn, dbname=database)
     with psycopg.connect(admin_dsn, autocommit=True) as admin:
         if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone() is None:
@@ -106,12 +111,16 @@ def ensure_data(admin_dsn: str, database: str, books: int, seed: int) -> tuple[s
     with psycopg.connect(dsn) as conn:
         exists = conn.execute("SELECT to_regclass('public.book') IS NOT NULL").fetchone()[0]
         have = conn.execute("SELECT count(*) FROM book").fetchone()[0] if exists else 0
+        dirty = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (DIRTY,)).fetchone()[0]
         conn.commit()
-        if have == books:
+        if have == books and not (pristine and dirty):
             return dsn, None
-        log(f"generating {books:,} books into {database} (it has {have:,})")
+        why = "changed by writers since" if have == books else f"it has {have:,}"
+        log(f"generating {books:,} books into {database} ({why})")
         started = time.perf_counter()
         generate(conn, books, seed, progress=lambda line: log("  " + line))
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(DIRTY)))
+        conn.commit()
         return dsn, time.perf_counter() - started
 
 
@@ -534,6 +543,8 @@ class Writer:
         self.t0 = 0.0
 
     def run(self) -> dict[str, Any]:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ()").format(sql.Identifier(DIRTY)))
         self.t0 = time.monotonic() + 0.05
         threads = [threading.Thread(target=self._loop, args=(i,), daemon=True) for i in range(self.threads)]
         for t in threads:

@@ -91,8 +91,8 @@ def environment(dsn: str, opensearch: str) -> dict[str, str]:
             "PG_HOST": str(info.get("host", "127.0.0.1")), "PG_PORT": str(info.get("port", 5432)),
             "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(REDIS_PORT), "CHECKPOINT_PATH": str(WORK) + "/",
             # smaller fetch/bulk chunks than the defaults (10,000 / 5,000) so that a bounded run shows
-            # its progress; PGSync's bulk stays parallel (4 threads)
-            "QUERY_CHUNK_SIZE": "1000", "ELASTICSEARCH_CHUNK_SIZE": "1000"}
+            # its progress at ~10 documents/s; PGSync's bulk stays parallel (4 threads)
+            "QUERY_CHUNK_SIZE": "100", "ELASTICSEARCH_CHUNK_SIZE": "100"}
 
 
 def write_schema(database: str, index: str) -> Path:
@@ -649,7 +649,7 @@ def main() -> int:
     parser.add_argument("--quiet-timeout", type=float, default=10.0)
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
-    dsn, _ = e2e.ensure_data(args.dsn, args.database, args.books, 42)
+    dsn, _ = e2e.ensure_data(args.dsn, args.database, args.books, 42, pristine=not args.live)
     if args.live:
         result = run_live(dsn, args.opensearch, args.index or "bench_pgsync_live", args.rates, args.seconds,
                           args.mode, drain_timeout=args.drain_timeout, quiet=(args.quiet, args.quiet_timeout),

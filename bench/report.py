@@ -27,7 +27,8 @@ NOTES = """## Notes on the systems
   `one_to_many` (variant `object`), so the many-to-one publisher and reviewer are `one_to_one`
   (direction taken from the foreign keys), many-to-many goes through `through_tables`, and
   `reviews` is mapped `nested`. Its initial sync is `bootstrap` (triggers and slot; not counted) then
-  `pgsync -c schema.json` (one shot), with QUERY_CHUNK_SIZE and ELASTICSEARCH_CHUNK_SIZE 1000.
+  `pgsync -c schema.json` (one shot), with QUERY_CHUNK_SIZE and ELASTICSEARCH_CHUNK_SIZE 100 (so
+  that a bounded run shows its rate).
   Checked by hand: its documents have the same structure (publisher, detail, authors, nested
   reviews with reviewer and tags). Small differences: an empty many-to-many is `null` (flusso: `[]`),
   review order is not set (PGSync has no order_by), PGSync adds a `_meta` field, and string fields get

@@ -51,7 +51,7 @@ TARGETS = {"flusso_over_raw": 0.8, "flusso_over_pgsync": 3.0, "p99_ms_at_2000": 
 
 def flusso_backfill(args: argparse.Namespace, books: int, workdir: Path) -> dict[str, Any]:
     dsn, generated = e2e.ensure_data(args.dsn, args.database if books == args.books else f"{args.database}_{books}",
-                                     books, args.seed)
+                                     books, args.seed, pristine=True)
     client = OpenSearch(hosts=[args.opensearch], timeout=60)
     config, index = e2e.write_config(workdir / f"flusso-{books}.yaml", dsn, args.opensearch, f"bench_run_{books}")
     e2e.flusso("teardown", "--yes", config=config)
@@ -207,7 +207,7 @@ def main() -> int:
         [int(t) for t in args.raw_threads.split(",")], (args.quiet, args.quiet_timeout))}
     if not args.skip_pgsync:
         e2e.log("1. backfill: pgsync")
-        dsn, _ = e2e.ensure_data(args.dsn, args.pgsync_database, args.books, args.seed)
+        dsn, _ = e2e.ensure_data(args.dsn, args.pgsync_database, args.books, args.seed, pristine=True)
         try:
             report["backfill"]["pgsync"] = pgsync_bench.run_backfill(
                 dsn, args.opensearch, "bench_run_pgsync_books", args.pgsync_timeout, (args.quiet, args.quiet_timeout))

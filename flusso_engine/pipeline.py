@@ -200,6 +200,11 @@ class Worker:
             finished.append(stats)
         return finished
 
+    @property
+    def pending(self) -> bool:
+        """Batches handled and not yet done (their flushes, or earlier ones, still in flight)."""
+        return bool(self._batches)
+
     def close(self) -> None:
         self.flushes.close()
 
@@ -261,9 +266,10 @@ def drive(
     """The worker's loop: batch, handle, ack what is flushed; on stop, drain what was read, flush,
     ack, return.
 
-    A batch is acknowledged once all its flushes (and all earlier ones) have succeeded; whenever the
-    queue runs dry, everything in flight is waited for and acknowledged. Raises whatever the capture
-    thread or the worker raised; nothing past the last successful flush is acknowledged then.
+    A batch is acknowledged once all its flushes (and all earlier ones) have succeeded: while any are
+    in flight the queue is polled briefly, so an idle stream is acknowledged within ~50 ms of its
+    last flush. Raises whatever the capture thread or the worker raised; nothing past the last
+    successful flush is acknowledged then.
     """
 
     def settle(wait: bool) -> None:
@@ -278,12 +284,14 @@ def drive(
             capture_stop.set()
         if on_tick is not None:
             on_tick()
-        batch = queue.get_batch(max_changes, max_delay, timeout=0.5)
+        batch = queue.get_batch(max_changes, max_delay, timeout=0.05 if worker.pending else 0.5)
         if batch:
             handle_retrying(worker, batch, stop)
             settle(wait=False)
             continue
-        settle(wait=True)
+        if worker.pending:
+            settle(wait=False)
+            continue
         if capture.error is not None:
             raise capture.error
         if not capture.is_alive() and queue.empty():

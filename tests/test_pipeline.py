@@ -8,7 +8,7 @@ real services runs in every engine test (flushes_in_flight defaults to 2).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 
 import pytest
 
@@ -16,7 +16,8 @@ from flusso_engine.changes import Change, commit
 from flusso_engine.documents import Built
 from flusso_engine.error import SinkError
 from flusso_engine.observer import BatchStats
-from flusso_engine.pipeline import Worker
+from flusso_engine.pipeline import CaptureThread, Worker, drive
+from flusso_engine.queue.channel import Channel
 from flusso_engine.sinks import FlushReport
 
 
@@ -181,4 +182,30 @@ def test_a_truncate_waits_for_the_flushes_before_it() -> None:
     w.handle(changes)
     releaser.join()
     assert seen == [0], "the truncate ran with nothing in flight"
+    w.close()
+
+
+def test_drive_acknowledges_an_idle_stream_then_stops_cleanly() -> None:
+    sink = GatedSink()
+    w = worker(sink, in_flight=2)
+    stop, capture_stop = threading.Event(), threading.Event()
+    queue = Channel(100, stop=capture_stop)
+
+    def source() -> Iterator[Change]:
+        yield from batch(0, 10, position=100)
+        capture_stop.wait(10)  # the stream goes idle until the run stops
+
+    capture = CaptureThread(source, queue, capture_stop)
+    capture.start()
+    acks: list[int] = []
+    driver = threading.Thread(target=drive, args=(w, queue, capture, stop, capture_stop, 100, 0.01, acks.append))
+    driver.start()
+    wait_for(lambda: len(sink.gates) == 1)
+    assert acks == [], "nothing is acknowledged before its flush succeeded"
+    sink.gates[0].set()
+    wait_for(lambda: acks == [100])
+    assert capture.is_alive(), "acknowledged while the stream was idle, not at the end"
+    stop.set()
+    driver.join(5)
+    assert not driver.is_alive() and acks == [100]
     w.close()

@@ -34,13 +34,15 @@ NOTES = """## Notes on the systems
   review order is not set (PGSync has no order_by), PGSync adds a `_meta` field, and string fields get
   dynamic text+keyword mappings.
 - **Why PGSync is so slow here**: its initial sync is one SQL statement of nested LATERAL subqueries.
-  For the second-level many-to-many (review -> tag via review_tag) the subquery aggregates the whole
-  review_tag table and is joined afterwards, uncorrelated, so every review re-aggregates all of
-  review_tag: O(reviews x review_tag). At 10k books that is ~10 documents/s, with PostgreSQL busy
-  (~90 of ~95 CPU s in postgres, ~3 in pgsync). `enable_nestloop = off` did not help (the query still
-  ran > 60 s). It grows quadratically with the data, so the PGSync run is bounded by
-  `--pgsync-timeout` and reports the rate reached so far, marked incomplete: the flusso/pgsync ratio
-  is then computed from that rate.
+  For the second-level many-to-many (review -> tag via review_tag) the plan reads an aggregate of
+  review_tag from its start up to each book's review ids (a merge join), so every book costs
+  O(review_tag): O(books x review_tag) in all, quadratic in the data, with PostgreSQL busy (~90 of
+  ~95 CPU s in postgres, ~3 in pgsync). `enable_nestloop = off` did not help (the query still ran
+  > 60 s). So the PGSync run is bounded by `--pgsync-timeout` and reports the rate reached so far,
+  marked incomplete: the flusso/pgsync ratio is then computed from that rate, which overstates
+  PGSync at larger scales (its rate keeps falling as it goes). Measured on freshly generated rows:
+  after the live writers had run on the same database, its rate at 10k books fell from 36 to 8
+  documents/s, so every backfill (flusso's and PGSync's) now starts from regenerated rows.
 - **PGSync live (scenario 2)** runs in **WAL mode** (`pgsync -c schema.json --wal --bootstrap`), its
   at-least-once mode, read in PGSync 7.3.0's sync.py: it streams its slot and, at each COMMIT,
   bulk-indexes the buffered rows' documents and only then acknowledges the commit's LSN, so after a
@@ -88,9 +90,10 @@ NOTES = """## Notes on the systems
   Two consecutive quick runs on this shared machine gave flusso 1,387 and 708 docs/s: read the
   figures as +/- 2x. The CPU seconds in the JSON show OpenSearch, not flusso, using most of the two
   cores in both the backfill and the live runs.
-- **Scales**: `make bench` is the quick scale. The full table:
-  `make bench BENCH_ARGS="--books 100000 --seconds 60 --backlog 1000000 --scales 10000,100000 --pgsync-timeout 600"`
-  (add 1000000 to `--scales` for the opt-in 1M point).
+- **Scales**: `make bench` is the quick scale (10k books, 20 s per rate, a backlog of 100k changes;
+  ~10-13 min). `make bench-full` is the full table (100k books, 60 s per rate, a backlog of 1M
+  changes, scaling at 10k and 100k; ~60 min); `make bench-full SCALES=10000,100000,1000000` adds the
+  opt-in 1M-book scaling point (~15 min more, ~3 GB of disk).
 - The services are shared with other engineers' tests (2 cores): each measurement first waits
   (bounded) for the machine to be quiet; `machine_busy_before` and the CPU seconds by process group,
   including "other" (the noise), are in the JSON.
@@ -194,10 +197,10 @@ def section(r: dict) -> list[str]:
         out += ["raw trials: " + "; ".join(f"chunk {t['chunk_size']}/{t['threads']}t {_fmt(t['docs_per_s'])} docs/s"
                                            for t in b["raw"]["trials"]), ""]
     if r.get("scaling"):
-        out += ["### Scaling (flusso backfill)", "", "| books | wall s | docs/s | peak RSS MB |",
-                "| ---: | ---: | ---: | ---: |"]
-        out += [f"| {p['books']:,} | {p['wall_s']} | {_fmt(p['docs_per_s'])} | {p['peak_rss_mb']} |"
-                for p in r["scaling"]]
+        out += ["### Scaling (flusso backfill)", "", "| books | wall s | docs/s | s per 1,000 books | peak RSS MB |",
+                "| ---: | ---: | ---: | ---: | ---: |"]
+        out += [f"| {p['books']:,} | {p['wall_s']} | {_fmt(p['docs_per_s'])} | {1000 * p['wall_s'] / p['books']:.3f} "
+                f"| {p['peak_rss_mb']} |" for p in sorted(r["scaling"], key=lambda p: p["books"])]
         out.append("")
     live = r.get("live", {})
     if live:
@@ -237,6 +240,26 @@ def plots(runs: list[dict]) -> list[str]:
         fig.savefig(path, dpi=100)
         plt.close(fig)
         made.append(path.name)
+        scaling = sorted(r.get("scaling") or [], key=lambda p: p["books"])
+        if len(scaling) > 1:
+            fig, ax = plt.subplots(figsize=(6, 3.5))
+            xs = [p["books"] for p in scaling]
+            ax.loglog(xs, [p["wall_s"] for p in scaling], "o-", color="#2a7", label="flusso backfill wall s")
+            first = scaling[0]
+            ax.loglog(xs, [first["wall_s"] * x / first["books"] for x in xs], ":", color="#888",
+                      label=f"linear from {first['books']:,}")
+            for p in scaling:
+                ax.annotate(f"{p['docs_per_s']:,.0f}/s", (p["books"], p["wall_s"]), fontsize=7,
+                            textcoords="offset points", xytext=(4, -10))
+            ax.set_xlabel("books")
+            ax.set_ylabel("seconds")
+            ax.set_title(f"backfill time by size ({r['machine']['nproc']} cores, {r['commit'][:8]})", fontsize=9)
+            ax.legend(fontsize=7)
+            fig.tight_layout()
+            path = RESULTS / f"{r['name']}-scaling.png"
+            fig.savefig(path, dpi=100)
+            plt.close(fig)
+            made.append(path.name)
         lf = r.get("live", {}).get("flusso", {})
         lp = r.get("live", {}).get("pgsync", {})
         if lf.get("rates"):

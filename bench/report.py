@@ -80,6 +80,28 @@ NOTES = """## Notes on the systems
   review_tag grows. The daemon did no better in a standalone run at 10k (~3-5 documents/s
   indexed, its Redis queue growing), and its triggers slowed the writers (431/398/309 changes/s
   written at 500/2000/max against 500/861/1149 in the WAL run, same machine, no triggers).
+- **Where flusso's time goes (the slowest stage), and why 0.8 x raw is not reached here.** py-spy
+  of the backfill at 100k books: the two flush threads spend 87-91% of their time in the bulk HTTP
+  round trip (OpenSearch indexing), the worker waits for a free flush slot 54% of the time and builds
+  (PostgreSQL query + fetch) 38-42%; the snapshot thread is idle 95%. Before the worker overlapped
+  building with flushing (`batch.flushes_in_flight`, default 2) it built and flushed in turn: bulk 68%,
+  build 24-26%, 1,809 documents/s at 100k on a quiet machine; now 2,593 (+43%). CPU seconds through
+  that backfill (38.6 s wall, 2 cores = 77 CPU s): OpenSearch 50.8, PostgreSQL 12.4 (building the
+  documents), flusso 6.2, other 1.0: the machine was 92% busy. `raw` runs OpenSearch alone (its
+  documents precomputed), so if OpenSearch needs ~50 CPU s per 100k documents either way, a backfill
+  that also builds them cannot take less than (50.8 + 12.4 + 6.2 + 1.0) / 2 = 35 s on these 2 cores:
+  at most ~2,850 documents/s, 0.72 x raw. The rest of the gap to 0.8 is PostgreSQL's and Python's
+  share of the same two cores, which a deployment with the database on its own machine does not pay.
+- **Why the live target is out of reach on this machine.** The mix makes ~1.7 documents per change
+  (renamed authors and readers fan out), so 2,000 changes/s means ~3,300 document updates/s: more
+  than the node takes at all (raw bulk replacing existing documents: 2,931/s with the machine
+  otherwise idle). During the 60 s at 500/s the machine was already 90% busy (OpenSearch 50, PostgreSQL
+  32 with the writers and the WAL decoding, the bench's writers and poller 14, flusso 11 CPU s of
+  120), and flusso handled ~480 changes/s while the writers ran, at every offered rate (630/s once they
+  stopped): that is the machine's ceiling for this mix, not the engine's (its worker waits on OpenSearch).
+  At 500/s the latency is batching
+  (<= 0.2 s) + build and bulk (~1 s) + the refresh (every 1 s, and each refresh of this index took
+  ~0.6-1.4 s): p50 1.9 s, p99 4.2 s at 100k books.
 - **Live markers** carry a tag unique to the run (`m<tag>-<seq>`, e2e.RUN_TAG): the databases are
   reused from one run to the next, and before that tag a sample's plain `m<seq>` could already sit in
   some document, left by an earlier run, and be "found" before its own change was searchable
@@ -111,7 +133,10 @@ def _fmt(v: Any, digits: int = 0) -> str:
 def _machine(r: dict) -> str:
     m = r["machine"]
     return (f"commit `{r['commit'][:10]}`{' (dirty)' if r.get('dirty') else ''}, {m['nproc']} cores "
-            f"({m.get('cpu') or '?'}), {m['mem_total_kb'] / 1024 / 1024:.1f} GiB, started {r['started_at']}")
+            f"({m.get('cpu') or '?'}), {m['mem_total_kb'] / 1024 / 1024:.1f} GiB, started {r['started_at']}"
+            + (f"; OpenSearch up {r['opensearch_uptime_s']:,.0f} s before it"
+               + (" (warmed up with one untimed bulk load)" if r["opensearch_uptime_s"] < 600 else "")
+               if r.get("opensearch_uptime_s") is not None else ""))
 
 
 def _rate(v: float | None) -> str:

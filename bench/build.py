@@ -25,8 +25,8 @@ import psycopg
 from psycopg import sql
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples" / "bookstore"))
-from generate import generate  # noqa: E402
+sys.path.insert(0, str(ROOT / "bench"))
+import e2e  # noqa: E402
 
 from flusso_engine.catalog import Catalog, read_catalog  # noqa: E402
 from flusso_engine.changes import Change  # noqa: E402
@@ -49,21 +49,6 @@ MIX = {
     "public.author": 0.10,
     "public.publisher": 0.05,
 }
-
-
-def ensure_data(database: str, books: int, seed: int) -> str:
-    dsn = psycopg.conninfo.make_conninfo(ADMIN_DSN, dbname=database)
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-        if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone() is None:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-    with psycopg.connect(dsn) as conn:
-        exists = conn.execute("SELECT to_regclass('public.book') IS NOT NULL").fetchone()[0]
-        have = conn.execute("SELECT count(*) FROM book").fetchone()[0] if exists else 0
-        conn.commit()
-        if have < books:
-            print(f"generating {books:,} books into {database} (it has {have:,})", file=sys.stderr)
-            generate(conn, books, seed, progress=lambda line: print("  " + line, file=sys.stderr))
-    return dsn
 
 
 def timed(fn: Callable[[], int], rounds: int) -> tuple[float, int]:
@@ -118,7 +103,7 @@ def sample_changes(
 
 
 def run(books: int, rounds: int, batch: int, seed: int, database: str) -> dict:
-    dsn = ensure_data(database, books, seed)
+    dsn, _ = e2e.ensure_data(ADMIN_DSN, database, books, seed, at_least=True)
     config: FlussoConfig = load_config(CONFIG, env={"FLUSSO_PG_DSN": dsn})
     with psycopg.connect(dsn) as conn:
         catalog = read_catalog(conn, config.tables())

@@ -100,10 +100,10 @@ DIRTY = "bench_dirty"  # a table the writers create: the rows are no longer the 
 
 
 def ensure_data(admin_dsn: str, database: str, books: int, seed: int,
-                pristine: bool = False) -> tuple[str, float | None]:
-    """The database's DSN, generating the bookstore unless it holds exactly `books` books (and, with
-    `pristine`, no writer has changed them since: a backfill is measured on the generated rows
-    only); returns the generation's seconds too (None when reused)."""
+                pristine: bool = False, at_least: bool = False) -> tuple[str, float | None]:
+    """The database's DSN, generating the bookstore unless it holds exactly `books` books (with
+    `at_least`, `books` or more; with `pristine`, none changed by a writer since: a backfill is
+    measured on the generated rows only); returns the generation's seconds too (None when reused)."""
     dsn = psycopg.conninfo.make_conninfo(admin_dsn, dbname=database)
     with psycopg.connect(admin_dsn, autocommit=True) as admin:
         if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone() is None:
@@ -113,9 +113,10 @@ def ensure_data(admin_dsn: str, database: str, books: int, seed: int,
         have = conn.execute("SELECT count(*) FROM book").fetchone()[0] if exists else 0
         dirty = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (DIRTY,)).fetchone()[0]
         conn.commit()
-        if have == books and not (pristine and dirty):
+        enough = have >= books if at_least else have == books
+        if enough and not (pristine and dirty):
             return dsn, None
-        why = "changed by writers since" if have == books else f"it has {have:,}"
+        why = "changed by writers since" if enough else f"it has {have:,}"
         log(f"generating {books:,} books into {database} ({why})")
         started = time.perf_counter()
         generate(conn, books, seed, progress=lambda line: log("  " + line))
@@ -138,6 +139,17 @@ def write_config(path: Path, dsn: str, opensearch: str, name: str) -> tuple[Path
 def flusso(*args: str, config: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([*FLUSSO, *args, "-c", str(config)], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT)
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM (flusso flushes, acks and exits), then SIGKILL after a minute."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)
 
 
 def log(text: str) -> None:
@@ -853,13 +865,7 @@ def run_live(args: argparse.Namespace, config: Path, dsn: str, slot: str, index:
                 raise RuntimeError(f"flusso run exited {proc.returncode}:\n{proc_log.read_text()[-3000:]}")
         peak = _status(proc.pid).get("VmHWM", 0)
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(30)
+        stop_process(proc)
     return {"rates": results, "flusso_peak_rss_mb": round(peak / 1024, 1), "exit_code": proc.returncode}
 
 

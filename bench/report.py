@@ -245,6 +245,13 @@ def section(r: dict) -> list[str]:
     return out
 
 
+def _save(plt: Any, fig: Any, name: str) -> str:
+    fig.tight_layout()
+    fig.savefig(RESULTS / name, dpi=100)
+    plt.close(fig)
+    return name
+
+
 def plots(runs: list[dict]) -> list[str]:
     import matplotlib
 
@@ -260,11 +267,7 @@ def plots(runs: list[dict]) -> list[str]:
         ax.bar_label(bars, fmt="%.0f")
         ax.set_ylabel("documents/s")
         ax.set_title(f"backfill, {r['books']:,} books ({r['machine']['nproc']} cores, {r['commit'][:8]})", fontsize=9)
-        fig.tight_layout()
-        path = RESULTS / f"{r['name']}-backfill.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        made.append(path.name)
+        made.append(_save(plt, fig, f"{r['name']}-backfill.png"))
         scaling = sorted(r.get("scaling") or [], key=lambda p: p["books"])
         if len(scaling) > 1:
             fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -280,11 +283,7 @@ def plots(runs: list[dict]) -> list[str]:
             ax.set_ylabel("seconds")
             ax.set_title(f"backfill time by size ({r['machine']['nproc']} cores, {r['commit'][:8]})", fontsize=9)
             ax.legend(fontsize=7)
-            fig.tight_layout()
-            path = RESULTS / f"{r['name']}-scaling.png"
-            fig.savefig(path, dpi=100)
-            plt.close(fig)
-            made.append(path.name)
+            made.append(_save(plt, fig, f"{r['name']}-scaling.png"))
         lf = r.get("live", {}).get("flusso", {})
         lp = r.get("live", {}).get("pgsync", {})
         if lf.get("rates"):
@@ -305,11 +304,7 @@ def plots(runs: list[dict]) -> list[str]:
             ax.set_ylabel("commit-to-searchable ms")
             ax.set_title(title, fontsize=9)
             ax.legend(fontsize=7)
-            fig.tight_layout()
-            path = RESULTS / f"{r['name']}-live.png"
-            fig.savefig(path, dpi=100)
-            plt.close(fig)
-            made.append(path.name)
+            made.append(_save(plt, fig, f"{r['name']}-live.png"))
     return made
 
 

@@ -122,16 +122,6 @@ def _start_run(config: Path, log_path: Path) -> subprocess.Popen:
     return proc
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(30)
-
-
 def backlog(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Scenario 4: flusso stopped while the writers commit `--backlog` changes (the e2e mix, unpaced),
     then started: peak RSS while it catches up, and how long until the slot is acknowledged past the
@@ -145,7 +135,7 @@ def backlog(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     e2e.flusso("teardown", "--yes", config=config)
     try:
         proc = _start_run(config, workdir / "backlog-1.log")  # creates the slot, seeds the index
-        _stop(proc)
+        e2e.stop_process(proc)
         pools = e2e.Pools(dsn, 10)
         samples = e2e.Samples()
         written, began = 0, time.monotonic()
@@ -166,7 +156,7 @@ def backlog(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         watch.start()
         acked = e2e.wait_confirmed(dsn, slot, lsn, args.backlog_timeout)
         rss_samples = e2e._status(proc.pid)
-        _stop(proc)
+        e2e.stop_process(proc)
         watch.done.set()
         catch_up = None if acked is None else acked - started
         return {"changes": written, "write_s": round(write_s, 1), "slot_lag_bytes": lag,

@@ -77,7 +77,7 @@ class Flushes:
         self.failpoint = failpoint
         detach = getattr(sink, "detach", None)
         self._detach: Callable[[], Callable[[], FlushReport]] | None = detach if limit > 0 else None
-        self.limit = max(limit, 1)
+        self.limit = limit
         self._pool = (ThreadPoolExecutor(max_workers=limit, thread_name_prefix="flusso-flush")
                       if self._detach is not None else None)
         self._sent: deque[tuple[int, Future[FlushReport], BatchStats]] = deque()
@@ -89,7 +89,7 @@ class Flushes:
     def send(self, stats: BatchStats) -> None:
         """Send the sink's buffer; its report is credited to `stats` once it settles."""
         self.sent += 1
-        if self._pool is None or self._detach is None:
+        if self._pool is None or self._detach is None:  # in line
             done: Future[FlushReport] = Future()
             done.set_result(self._run(self.sink.flush))
             self._sent.append((self.sent, done, stats))
@@ -272,8 +272,8 @@ def drive(
     successful flush is acknowledged then.
     """
 
-    def settle(wait: bool) -> None:
-        for stats in worker.done(wait):
+    def acknowledge_done() -> None:
+        for stats in worker.done():
             if ack is not None and stats.ack is not None:
                 ack(stats.ack)
             if on_batch is not None:
@@ -287,10 +287,10 @@ def drive(
         batch = queue.get_batch(max_changes, max_delay, timeout=0.05 if worker.pending else 0.5)
         if batch:
             handle_retrying(worker, batch, stop)
-            settle(wait=False)
+            acknowledge_done()
             continue
         if worker.pending:
-            settle(wait=False)
+            acknowledge_done()
             continue
         if capture.error is not None:
             raise capture.error

@@ -26,7 +26,7 @@ from psycopg import sql
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-import e2e  # noqa: E402
+import harness  # noqa: E402
 
 from flusso_engine.catalog import Catalog, read_catalog  # noqa: E402
 from flusso_engine.changes import Change  # noqa: E402
@@ -103,7 +103,7 @@ def sample_changes(
 
 
 def run(books: int, rounds: int, batch: int, seed: int, database: str) -> dict:
-    dsn, _ = e2e.ensure_data(ADMIN_DSN, database, books, seed, at_least=True)
+    dsn, _ = harness.ensure_data(ADMIN_DSN, database, books, seed, at_least=True)
     config: FlussoConfig = load_config(CONFIG, env={"FLUSSO_PG_DSN": dsn})
     with psycopg.connect(dsn) as conn:
         catalog = read_catalog(conn, config.tables())

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os
 import queue
@@ -34,9 +35,8 @@ from urllib.parse import urlsplit
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import e2e  # noqa: E402
+import harness  # noqa: E402
 
-from flusso_engine.catalog import read_catalog  # noqa: E402
 from flusso_engine.config import load_config  # noqa: E402
 from flusso_engine.documents.sql import SqlDocumentBuilder  # noqa: E402
 from flusso_engine.policy import FailurePolicies  # noqa: E402
@@ -72,19 +72,19 @@ class Timers:
 def setup(args: argparse.Namespace) -> tuple[Path, str, str]:
     workdir = Path(tempfile.mkdtemp(prefix="flusso-bench-profile-"))
     dsn = psycopg.conninfo.make_conninfo(args.dsn, dbname=args.database)
-    config, index = e2e.write_config(workdir / "flusso.yaml", dsn, args.opensearch, args.name)
+    config, index = harness.write_config(workdir / "flusso.yaml", dsn, args.opensearch, args.name)
     return config, index, dsn
 
 
 def cpu_now() -> dict[str, float]:
     """CPU seconds by group, this process counted as flusso (the engine runs in it)."""
-    snapshot = e2e.cpu_snapshot(os.getpid())
+    snapshot = harness.cpu_snapshot(os.getpid())
     snapshot.pop("bench")
     return snapshot
 
 
 def emit(args: argparse.Namespace, record: dict[str, Any]) -> None:
-    record = {"experiment": args.command, **e2e.git_commit(), "load_avg": os.getloadavg(), **record}
+    record = {"experiment": args.command, **harness.git_commit(), "load_avg": os.getloadavg(), **record}
     line = json.dumps(record, default=str)
     print(line, flush=True)
     if args.out:
@@ -112,12 +112,12 @@ def split(args: argparse.Namespace) -> None:
                                           engine.sink.client.bulk)
     try:
         engine.prepare()
-        busy = e2e.wait_quiet(args.quiet, args.quiet_timeout)
+        busy = harness.wait_quiet(args.quiet, args.quiet_timeout)
         cpu0 = cpu_now()
         started = time.perf_counter()
         report = engine.backfill(index)
         wall = time.perf_counter() - started
-        cpu = e2e.cpu_delta(cpu0, cpu_now())
+        cpu = harness.cpu_delta(cpu0, cpu_now())
     finally:
         engine.capture.teardown()
         engine.sink.client.indices.delete(index=index, ignore=404)
@@ -136,11 +136,35 @@ def all_ids(dsn: str, limit: int | None) -> list[str]:
         return [r[0] for r in conn.execute(q)]
 
 
-def parts(config_path: Path, dsn: str) -> tuple[Any, Any]:
-    config = load_config(config_path)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        catalog = read_catalog(conn, config.tables())
+def parts(config_path: Path) -> tuple[Any, Any]:
+    config, catalog, _ = harness.load_parts(config_path)
     return config, catalog
+
+
+def build_all(config: Any, catalog: Any, dsn: str, index: str, ids: list[str],
+              chunk: int) -> tuple[dict[str, tuple[str, int]], dict]:
+    """Every document of `ids` as raw JSON with its version (the build's position), `chunk` ids a
+    query on one connection, and the index's mapping."""
+    docs: dict[str, tuple[str, int]] = {}
+    with SqlDocumentBuilder(config, catalog, dsn, raw_json=True) as builder:
+        for i in range(0, len(ids), chunk):
+            built = builder.build(index, ids[i : i + chunk])
+            for doc_id, doc in built.docs.items():
+                docs[doc_id] = (doc, built.position)
+        return docs, builder.mapping(index)
+
+
+def timed_load(args: argparse.Namespace, client: Any, index: str, load: Callable[[], Any]) -> dict[str, Any]:
+    """One bulk load (`load` yields opensearch-py's (ok, item)) until a refreshed count: its figures."""
+    busy = harness.wait_quiet(args.quiet, args.quiet_timeout)
+    cpu0 = cpu_now()
+    started = time.perf_counter()
+    failed = sum(1 for ok, _ in load() if not ok)
+    client.indices.refresh(index=index)
+    count = client.count(index=index)["count"]
+    wall = time.perf_counter() - started
+    return {"documents": count, "failed": failed, "seconds": round(wall, 2), "docs_per_s": round(count / wall, 1),
+            "machine_busy_before": busy, "cpu_s": harness.cpu_delta(cpu0, cpu_now())}
 
 
 def raw(args: argparse.Namespace) -> None:
@@ -149,23 +173,17 @@ def raw(args: argparse.Namespace) -> None:
     from opensearchpy import OpenSearch, helpers
 
     config_path, index, dsn = setup(args)
-    config, catalog = parts(config_path, dsn)
+    config, catalog = parts(config_path)
     ids = all_ids(dsn, args.docs)
-    docs: dict[str, tuple[str, int]] = {}
-    busy = e2e.wait_quiet(args.quiet, args.quiet_timeout)
+    busy = harness.wait_quiet(args.quiet, args.quiet_timeout)
     cpu0 = cpu_now()
     started = time.perf_counter()
-    with SqlDocumentBuilder(config, catalog, dsn, raw_json=True) as builder:
-        for i in range(0, len(ids), args.chunk):
-            built = builder.build(index, ids[i : i + args.chunk])
-            for doc_id, doc in built.docs.items():
-                docs[doc_id] = (doc, built.position)
-        mapping = builder.mapping(index)
+    docs, mapping = build_all(config, catalog, dsn, index, ids, args.chunk)
     build_s = time.perf_counter() - started
     emit(args, {"variant": f"build only, 1 connection, {args.chunk} ids a query", "documents": len(docs),
                 "seconds": round(build_s, 2), "docs_per_s": round(len(docs) / build_s, 1),
                 "bytes": sum(len(d) for d, _ in docs.values()), "machine_busy_before": busy,
-                "cpu_s": e2e.cpu_delta(cpu0, cpu_now())})
+                "cpu_s": harness.cpu_delta(cpu0, cpu_now())})
     client = OpenSearch(hosts=[args.opensearch], timeout=120)
     sink = OpenSearchSink(config.sink, FailurePolicies.from_config(config.failures), client=client)
 
@@ -190,16 +208,7 @@ def raw(args: argparse.Namespace) -> None:
         for label, make in variants:
             if "replacing" not in label:
                 sink.recreate(index, mapping)
-            busy = e2e.wait_quiet(args.quiet, args.quiet_timeout)
-            cpu0 = cpu_now()
-            started = time.perf_counter()
-            failed = sum(1 for ok, _ in make() if not ok)
-            client.indices.refresh(index=index)
-            count = client.count(index=index)["count"]
-            wall = time.perf_counter() - started
-            emit(args, {"variant": label, "documents": count, "failed": failed, "seconds": round(wall, 2),
-                        "docs_per_s": round(count / wall, 1), "machine_busy_before": busy,
-                        "cpu_s": e2e.cpu_delta(cpu0, cpu_now())})
+            emit(args, {"variant": label, **timed_load(args, client, index, make)})
     finally:
         client.indices.delete(index=index, ignore=404)
 
@@ -228,33 +237,17 @@ def mapping(args: argparse.Namespace) -> None:
     from opensearchpy import OpenSearch, helpers
 
     config_path, index, dsn = setup(args)
-    config, catalog = parts(config_path, dsn)
-    ids = all_ids(dsn, args.docs)
-    docs: dict[str, tuple[str, int]] = {}
-    with SqlDocumentBuilder(config, catalog, dsn, raw_json=True) as builder:
-        for i in range(0, len(ids), args.chunk):
-            built = builder.build(index, ids[i : i + args.chunk])
-            for doc_id, doc in built.docs.items():
-                docs[doc_id] = (doc, built.position)
-        base = builder.mapping(index)
+    config, catalog = parts(config_path)
+    docs, base = build_all(config, catalog, dsn, index, all_ids(dsn, args.docs), args.chunk)
     client = OpenSearch(hosts=[args.opensearch], timeout=120)
     try:
         for name in (args.variants or "as-is,text,object,text+object").split(","):
             client.indices.delete(index=index, ignore=404)
             client.indices.create(index=index, body=mapping_variant(base, name))
-            busy = e2e.wait_quiet(args.quiet, args.quiet_timeout)
-            cpu0 = cpu_now()
-            started = time.perf_counter()
             actions = ({"_index": index, "_id": k, "version": v, "version_type": "external_gte", "_source": d}
                        for k, (d, v) in docs.items())
-            failed = sum(1 for ok, _ in helpers.parallel_bulk(client, actions, thread_count=2, chunk_size=1000)
-                         if not ok)
-            client.indices.refresh(index=index)
-            count = client.count(index=index)["count"]
-            wall = time.perf_counter() - started
-            emit(args, {"variant": name, "documents": count, "failed": failed, "seconds": round(wall, 2),
-                        "docs_per_s": round(count / wall, 1), "machine_busy_before": busy,
-                        "cpu_s": e2e.cpu_delta(cpu0, cpu_now())})
+            load = functools.partial(helpers.parallel_bulk, client, actions, thread_count=2, chunk_size=1000)
+            emit(args, {"variant": name, **timed_load(args, client, index, load)})
     finally:
         client.indices.delete(index=index, ignore=404)
 
@@ -267,7 +260,7 @@ def overlap(args: argparse.Namespace) -> None:
     with builders and flushers on threads of their own joined by a small queue: what overlapping the
     PostgreSQL and the OpenSearch halves would gain."""
     config_path, index, dsn = setup(args)
-    config, catalog = parts(config_path, dsn)
+    config, catalog = parts(config_path)
     ids = all_ids(dsn, args.docs)
     chunks = [ids[i : i + args.chunk] for i in range(0, len(ids), args.chunk)]
     policies = FailurePolicies.from_config(config.failures)
@@ -279,7 +272,7 @@ def overlap(args: argparse.Namespace) -> None:
     try:
         for builders, flushers in variants:
             admin.recreate(index, mapping)
-            busy = e2e.wait_quiet(args.quiet, args.quiet_timeout)
+            busy = harness.wait_quiet(args.quiet, args.quiet_timeout)
             timers = Timers()
             cpu0 = cpu_now()
             started = time.perf_counter()
@@ -301,7 +294,7 @@ def overlap(args: argparse.Namespace) -> None:
             wall = time.perf_counter() - started
             emit(args, {"variant": label, "documents": count, "seconds": round(wall, 2),
                         "docs_per_s": round(count / wall, 1), "timers": timers.report(wall),
-                        "machine_busy_before": busy, "cpu_s": e2e.cpu_delta(cpu0, cpu_now())})
+                        "machine_busy_before": busy, "cpu_s": harness.cpu_delta(cpu0, cpu_now())})
     finally:
         admin.client.indices.delete(index=index, ignore=404)
         admin.close()
@@ -413,9 +406,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["split", "raw", "overlap", "mapping", "pyspy"])
     parser.add_argument("files", nargs="*", type=Path)
-    parser.add_argument("--dsn", default=e2e.DEFAULT_DSN)
+    parser.add_argument("--dsn", default=harness.DEFAULT_DSN)
     parser.add_argument("--database", default="flusso_bench_e2e")
-    parser.add_argument("--opensearch", default=e2e.DEFAULT_OPENSEARCH)
+    parser.add_argument("--opensearch", default=harness.DEFAULT_OPENSEARCH)
     parser.add_argument("--name", default="bench_e2e_profile")
     parser.add_argument("--docs", type=int, default=None, help="only the first N books (default all)")
     parser.add_argument("--chunk", type=int, default=1000, help="ids per build (the engine's max_changes)")
@@ -427,7 +420,7 @@ def main() -> int:
     parser.add_argument("--quiet", type=float, default=0.25, help="wait until the machine is at most this busy")
     parser.add_argument("--quiet-timeout", type=float, default=180.0)
     args = parser.parse_args()
-    e2e.OPENSEARCH_PORT = str(urlsplit(args.opensearch).port or 9200)
+    harness.OPENSEARCH_PORT = str(urlsplit(args.opensearch).port or 9200)
     {"split": split, "raw": raw, "overlap": overlap, "mapping": mapping, "pyspy": pyspy}[args.command](args)
     return 0
 

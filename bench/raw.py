@@ -23,21 +23,17 @@ from opensearchpy import OpenSearch, helpers
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-import e2e  # noqa: E402
+import harness  # noqa: E402
 
-from flusso_engine.catalog import read_catalog  # noqa: E402
-from flusso_engine.config import load_config  # noqa: E402
 from flusso_engine.documents.mapping import index_mapping  # noqa: E402
 from flusso_engine.documents.sql import SqlDocumentBuilder  # noqa: E402
 
 
 def precompute(config_path: Path, index: str, batch: int = 1000) -> tuple[dict[str, str], dict, float]:
     """Every document as the JSON text flusso writes, the index body, and the seconds it took."""
-    config = load_config(config_path)
-    dsn = config.source.dsn.get_secret_value()
     started = time.perf_counter()
+    config, catalog, dsn = harness.load_parts(config_path)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        catalog = read_catalog(conn, config.tables())
         ids = [str(r[0]) for r in conn.execute("SELECT id FROM book ORDER BY id")]
     docs: dict[str, str] = {}
     with SqlDocumentBuilder(config, catalog, dsn, raw_json=True) as builder:
@@ -63,13 +59,9 @@ def load_once(client: OpenSearch, index: str, body: dict, docs: dict[str, str], 
     else:
         for ok, _ in helpers.streaming_bulk(client, actions, chunk_size=chunk, raise_on_error=False):
             errors += not ok
-    while True:
-        client.indices.refresh(index=index)
-        if client.count(index=index)["count"] >= len(docs) or time.monotonic() - started > 600:
-            break
-        time.sleep(0.05)
+    count = harness.searchable_count(client, index, len(docs), started + 600, every=0.05)
     wall = time.monotonic() - started
-    return {"chunk_size": chunk, "threads": threads, "documents": client.count(index=index)["count"],
+    return {"chunk_size": chunk, "threads": threads, "documents": count,
             "errors": errors, "wall_s": round(wall, 2), "docs_per_s": round(len(docs) / wall, 1)}
 
 
@@ -81,9 +73,9 @@ def run_raw(config_path: Path, index: str, opensearch: str, chunks: list[int], t
     try:
         for chunk in chunks:
             for t in threads:
-                e2e.wait_quiet(*quiet)
+                harness.wait_quiet(*quiet)
                 trials.append(load_once(client, index, body, docs, chunk, t))
-                e2e.log(f"  raw chunk {chunk} threads {t}: {trials[-1]['docs_per_s']:,.0f} docs/s")
+                harness.log(f"  raw chunk {chunk} threads {t}: {trials[-1]['docs_per_s']:,.0f} docs/s")
     finally:
         client.indices.delete(index=index, ignore=404)
     best = max(trials, key=lambda r: r["docs_per_s"])
@@ -96,14 +88,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--books", type=int, default=10_000)
     parser.add_argument("--database", default="flusso_bench_run")
-    parser.add_argument("--dsn", default=e2e.DEFAULT_DSN)
-    parser.add_argument("--opensearch", default=e2e.DEFAULT_OPENSEARCH)
+    parser.add_argument("--dsn", default=harness.DEFAULT_DSN)
+    parser.add_argument("--opensearch", default=harness.DEFAULT_OPENSEARCH)
     parser.add_argument("--chunks", default="500,1000,2000")
     parser.add_argument("--threads", default="1,2")
     args = parser.parse_args()
     import tempfile
-    dsn, _ = e2e.ensure_data(args.dsn, args.database, args.books, 42)
-    config, index = e2e.write_config(Path(tempfile.mkdtemp()) / "flusso.yaml", dsn, args.opensearch, "bench_raw")
+    dsn, _ = harness.ensure_data(args.dsn, args.database, args.books, 42)
+    config, index = harness.write_config(Path(tempfile.mkdtemp()) / "flusso.yaml", dsn, args.opensearch, "bench_raw")
     result = run_raw(config, index, args.opensearch, [int(c) for c in args.chunks.split(",")],
                      [int(t) for t in args.threads.split(",")])
     print(json.dumps(result, indent=2))

@@ -64,7 +64,7 @@ NOTES = """## Notes on the systems
   only stands in for the state its initial sync would have left. (`--mode daemon` starts the same
   way, with PGSync's checkpoint file written at `txid_current()` after `bootstrap`: its start-up pull
   then only syncs rows newer than that.)
-  *Measured* with bench/e2e.py's writer (the same mix, pacing, markers), poller and percentiles.
+  *Measured* with bench/workload.py's writer (the same mix, pacing, markers), poller and percentiles.
   The drain ends when the fence is searchable and the slot is acknowledged past it. A rate not
   drained `--pgsync-drain-timeout` (30) s after the writes is not kept up: sustained/s is then the
   changes PGSync flushed (its `flushing buffer with N docs` lines) until that time, the latency
@@ -102,7 +102,7 @@ NOTES = """## Notes on the systems
   At 500/s the latency is batching
   (<= 0.2 s) + build and bulk (~1 s) + the refresh (every 1 s, and each refresh of this index took
   ~0.6-1.4 s): p50 1.9 s, p99 4.2 s at 100k books.
-- **Live markers** carry a tag unique to the run (`m<tag>-<seq>`, e2e.RUN_TAG): the databases are
+- **Live markers** carry a tag unique to the run (`m<tag>-<seq>`, workload.RUN_TAG): the databases are
   reused from one run to the next, and before that tag a sample's plain `m<seq>` could already sit in
   some document, left by an earlier run, and be "found" before its own change was searchable
   (after a few runs ~99% of the books held such a marker), which biased the lowest latencies down.

@@ -41,8 +41,10 @@ from opensearchpy import OpenSearch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 import e2e  # noqa: E402
+import harness  # noqa: E402
 import pgsync_bench  # noqa: E402
 import raw  # noqa: E402
+import workload  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 REPORT = ROOT / "bench" / "RESULTS.md"
@@ -50,17 +52,15 @@ TARGETS = {"flusso_over_raw": 0.8, "flusso_over_pgsync": 3.0, "p99_ms_at_2000": 
 
 
 def flusso_backfill(args: argparse.Namespace, books: int, workdir: Path) -> dict[str, Any]:
-    dsn, generated = e2e.ensure_data(args.dsn, args.database if books == args.books else f"{args.database}_{books}",
-                                     books, args.seed, pristine=True)
+    database = args.database if books == args.books else f"{args.database}_{books}"
+    dsn, generated = harness.ensure_data(args.dsn, database, books, args.seed, pristine=True)
     client = OpenSearch(hosts=[args.opensearch], timeout=60)
-    config, index = e2e.write_config(workdir / f"flusso-{books}.yaml", dsn, args.opensearch, f"bench_run_{books}")
-    e2e.flusso("teardown", "--yes", config=config)
+    config, index = harness.write_config(workdir / f"flusso-{books}.yaml", dsn, args.opensearch, f"bench_run_{books}")
+    harness.flusso("teardown", "--yes", config=config)
     try:
         result = e2e.run_backfill(config, index, dsn, client, workdir, None, (args.quiet, args.quiet_timeout))
     finally:
-        e2e.flusso("teardown", "--yes", config=config)
-        client.indices.delete(index=index, ignore=404)
-        client.indices.delete(index=f"{index}-deadletter", ignore=404)
+        harness.drop_flusso(config, client, index)
     return {"system": "flusso", "books": books, "generation_s": generated, **result}, config, index
 
 
@@ -70,7 +70,7 @@ def live(args: argparse.Namespace) -> dict[str, Any]:
            "--seconds", str(args.seconds), "--database", args.database, "--name", "bench_run_live",
            "--out", str(out), "--quiet", str(args.quiet), "--quiet-timeout", str(args.quiet_timeout),
            "--max-writers", str(args.max_writers), "--seed", str(args.seed)]
-    e2e.log("live: " + " ".join(cmd[1:]))
+    harness.log("live: " + " ".join(cmd[1:]))
     done = subprocess.run(cmd, cwd=ROOT)
     if done.returncode != 0 or not out.exists():
         return {"error": f"bench/e2e.py exited {done.returncode}"}
@@ -88,9 +88,9 @@ def warm_up(args: argparse.Namespace, workdir: Path, fresh_s: float = 600.0) -> 
     uptime = min(n["jvm"]["uptime_in_millis"] for n in stats["nodes"].values()) / 1000
     if uptime >= fresh_s:
         return round(uptime, 1)
-    e2e.log(f"0. warm-up: OpenSearch started {uptime:.0f} s ago; one untimed bulk load first")
-    dsn, _ = e2e.ensure_data(args.dsn, args.database, args.books, args.seed)
-    config, index = e2e.write_config(workdir / "flusso-warmup.yaml", dsn, args.opensearch, "bench_run_warmup")
+    harness.log(f"0. warm-up: OpenSearch started {uptime:.0f} s ago; one untimed bulk load first")
+    dsn, _ = harness.ensure_data(args.dsn, args.database, args.books, args.seed)
+    config, index = harness.write_config(workdir / "flusso-warmup.yaml", dsn, args.opensearch, "bench_run_warmup")
     docs, body, _ = raw.precompute(config, index)
     try:
         raw.load_once(client, index, body, docs, 1000, 2)
@@ -100,26 +100,14 @@ def warm_up(args: argparse.Namespace, workdir: Path, fresh_s: float = 600.0) -> 
 
 
 def pgsync_live(args: argparse.Namespace) -> dict[str, Any]:
-    dsn, _ = e2e.ensure_data(args.dsn, args.pgsync_database, args.books, args.seed)
+    dsn, _ = harness.ensure_data(args.dsn, args.pgsync_database, args.books, args.seed)
     try:
-        return pgsync_bench.run_live(dsn, args.opensearch, "bench_run_pgsync_live", e2e.parse_rates(args.rates),
+        return pgsync_bench.run_live(dsn, args.opensearch, "bench_run_pgsync_live", harness.parse_rates(args.rates),
                                      args.seconds, args.pgsync_mode, drain_timeout=args.pgsync_drain_timeout,
                                      quiet=(args.quiet, args.quiet_timeout), seed=args.seed,
                                      max_writers=args.max_writers)
     except Exception as err:  # noqa: BLE001 - reported, the rest still runs
         return {"system": "pgsync", "mode": args.pgsync_mode, "error": str(err)[-2000:]}
-
-
-def _start_run(config: Path, log_path: Path) -> subprocess.Popen:
-    with log_path.open("w") as out:
-        proc = subprocess.Popen([*e2e.FLUSSO, "run", "-c", str(config)], stdout=out, stderr=subprocess.STDOUT,
-                                cwd=ROOT)
-    deadline = time.monotonic() + 300
-    while "live capture started" not in log_path.read_text():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"flusso run did not go live:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.1)
-    return proc
 
 
 def backlog(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -128,35 +116,33 @@ def backlog(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     last change."""
     import psycopg
 
-    dsn, _ = e2e.ensure_data(args.dsn, args.database, args.books, args.seed)
+    dsn, _ = harness.ensure_data(args.dsn, args.database, args.books, args.seed)
     client = OpenSearch(hosts=[args.opensearch], timeout=60)
-    config, index = e2e.write_config(workdir / "flusso-backlog.yaml", dsn, args.opensearch, "bench_run_backlog")
+    config, index = harness.write_config(workdir / "flusso-backlog.yaml", dsn, args.opensearch, "bench_run_backlog")
     slot = "bench_run_backlog"
-    e2e.flusso("teardown", "--yes", config=config)
+    harness.flusso("teardown", "--yes", config=config)
     try:
-        proc = _start_run(config, workdir / "backlog-1.log")  # creates the slot, seeds the index
-        e2e.stop_process(proc)
-        pools = e2e.Pools(dsn, 10)
-        samples = e2e.Samples()
+        proc = harness.start_flusso(config, workdir / "backlog-1.log", live_within=300)  # the slot, the index
+        harness.stop_process(proc)
+        pools = workload.Pools(dsn, 10)
+        samples = workload.Samples()
         written, began = 0, time.monotonic()
         while written < args.backlog:
-            w = e2e.Writer(dsn, pools, samples, None, 10.0, args.max_writers, 10**9, 10**8 + written, args.seed)
+            w = workload.Writer(dsn, pools, samples, None, 10.0, args.max_writers, 10**9, 10**8 + written, args.seed)
             written += w.run()["changes"]
         write_s = time.monotonic() - began
         with psycopg.connect(dsn, autocommit=True) as conn:
             lsn = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]
-        lag = e2e.slot_lag(dsn, slot)
-        e2e.log(f"4. backlog: {written:,} changes written in {write_s:.0f} s; slot lag {lag:,} bytes; starting flusso")
+        lag = harness.slot_lag(dsn, slot)
+        harness.log(f"4. backlog: {written:,} changes written in {write_s:.0f} s; slot lag {lag:,} bytes; "
+                    "starting flusso")
         started = time.monotonic()
-        log_path = workdir / "backlog-2.log"
-        with log_path.open("w") as out:
-            proc = subprocess.Popen([*e2e.FLUSSO, "run", "-c", str(config)], stdout=out, stderr=subprocess.STDOUT,
-                                    cwd=ROOT)
-        watch = e2e.Watch(proc.pid, every=0.1)
+        proc = harness.start_flusso(config, workdir / "backlog-2.log")
+        watch = harness.Watch(proc.pid, every=0.1)
         watch.start()
-        acked = e2e.wait_confirmed(dsn, slot, lsn, args.backlog_timeout)
-        rss_samples = e2e._status(proc.pid)
-        e2e.stop_process(proc)
+        acked = harness.wait_confirmed(dsn, slot, lsn, args.backlog_timeout)
+        rss_samples = harness.memory_kb(proc.pid)
+        harness.stop_process(proc)
         watch.done.set()
         catch_up = None if acked is None else acked - started
         return {"changes": written, "write_s": round(write_s, 1), "slot_lag_bytes": lag,
@@ -166,9 +152,7 @@ def backlog(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 "rss_at_end_mb": round(rss_samples.get("VmRSS", 0) / 1024, 1), "exit_code": proc.returncode,
                 "caught_up": acked is not None}
     finally:
-        e2e.flusso("teardown", "--yes", config=config)
-        client.indices.delete(index=index, ignore=404)
-        client.indices.delete(index=f"{index}-deadletter", ignore=404)
+        harness.drop_flusso(config, client, index)
 
 
 def main() -> int:
@@ -178,10 +162,10 @@ def main() -> int:
     parser.add_argument("--rates", default="500,2000,max")
     parser.add_argument("--scales", default=None, help="books per scaling point, comma-separated (default: --books)")
     parser.add_argument("--name", default=None, help="results name (default: run-<books>)")
-    parser.add_argument("--dsn", default=e2e.DEFAULT_DSN)
+    parser.add_argument("--dsn", default=harness.DEFAULT_DSN)
     parser.add_argument("--database", default="flusso_bench_run")
     parser.add_argument("--pgsync-database", default="flusso_bench_pgsync")
-    parser.add_argument("--opensearch", default=e2e.DEFAULT_OPENSEARCH)
+    parser.add_argument("--opensearch", default=harness.DEFAULT_OPENSEARCH)
     parser.add_argument("--raw-chunks", default="500,1000,2000")
     parser.add_argument("--raw-threads", default="1,2")
     parser.add_argument("--pgsync-timeout", type=float, default=120.0)
@@ -201,24 +185,25 @@ def main() -> int:
     args.name = args.name or f"run-{args.books}"
     scales = [int(s) for s in args.scales.split(",")] if args.scales else [args.books]
     started = time.monotonic()
-    report: dict[str, Any] = {"benchmark": "run", "name": args.name, **e2e.git_commit(), "machine": e2e.machine(),
+    report: dict[str, Any] = {"benchmark": "run", "name": args.name, **harness.git_commit(),
+                              "machine": harness.machine(),
                               "started_at": datetime.now().isoformat(timespec="seconds"), "books": args.books,
                               "parameters": vars(args), "targets": TARGETS}
     workdir = Path(tempfile.mkdtemp(prefix="flusso-bench-run-"))
 
     report["opensearch_uptime_s"] = warm_up(args, workdir)
-    e2e.log(f"1. backfill: flusso ({args.books:,} books)")
+    harness.log(f"1. backfill: flusso ({args.books:,} books)")
     flusso, config, index = flusso_backfill(args, args.books, workdir)
     report["backfill"] = {"flusso": flusso}
-    e2e.log(f"   flusso {flusso['docs_per_s']:,.0f} docs/s in {flusso['wall_s']} s, "
-            f"peak RSS {flusso['peak_rss_mb']} MB")
-    e2e.log("1. backfill: raw")
+    harness.log(f"   flusso {flusso['docs_per_s']:,.0f} docs/s in {flusso['wall_s']} s, "
+                f"peak RSS {flusso['peak_rss_mb']} MB")
+    harness.log("1. backfill: raw")
     report["backfill"]["raw"] = {"system": "raw", **raw.run_raw(
         config, index, args.opensearch, [int(c) for c in args.raw_chunks.split(",")],
         [int(t) for t in args.raw_threads.split(",")], (args.quiet, args.quiet_timeout))}
     if not args.skip_pgsync:
-        e2e.log("1. backfill: pgsync")
-        dsn, _ = e2e.ensure_data(args.dsn, args.pgsync_database, args.books, args.seed, pristine=True)
+        harness.log("1. backfill: pgsync")
+        dsn, _ = harness.ensure_data(args.dsn, args.pgsync_database, args.books, args.seed, pristine=True)
         try:
             report["backfill"]["pgsync"] = pgsync_bench.run_backfill(
                 dsn, args.opensearch, "bench_run_pgsync_books", args.pgsync_timeout, (args.quiet, args.quiet_timeout))
@@ -230,36 +215,36 @@ def main() -> int:
         "flusso_over_pgsync": (round(b["flusso"]["docs_per_s"] / b["pgsync"]["docs_per_s"], 2)
                                if b.get("pgsync", {}).get("docs_per_s") else None),
     }
-    e2e.log(f"   ratios {report['ratios']}")
+    harness.log(f"   ratios {report['ratios']}")
     report["scaling"] = [{"books": args.books, "wall_s": flusso["wall_s"], "docs_per_s": flusso["docs_per_s"],
                           "peak_rss_mb": flusso["peak_rss_mb"]}]
     for books in scales:
         if books == args.books:
             continue
-        e2e.log(f"3. scaling: flusso backfill at {books:,} books")
+        harness.log(f"3. scaling: flusso backfill at {books:,} books")
         point, _, _ = flusso_backfill(args, books, workdir)
         report["scaling"].append({"books": books, "wall_s": point["wall_s"], "docs_per_s": point["docs_per_s"],
                                   "peak_rss_mb": point["peak_rss_mb"]})
     if not args.skip_live:
-        e2e.log("2. live: flusso")
+        harness.log("2. live: flusso")
         report["live"] = {"flusso": live(args)}
         if not args.skip_pgsync:
-            e2e.log(f"2. live: pgsync ({args.pgsync_mode})")
+            harness.log(f"2. live: pgsync ({args.pgsync_mode})")
             report["live"]["pgsync"] = pgsync_live(args)
     if args.backlog:
-        e2e.log(f"4. backlog of {args.backlog:,} changes")
+        harness.log(f"4. backlog of {args.backlog:,} changes")
         try:
             report["backlog"] = backlog(args, workdir)
         except Exception as err:  # noqa: BLE001 - reported
             report["backlog"] = {"error": str(err)[-2000:]}
-        e2e.log(f"   {report['backlog']}")
+        harness.log(f"   {report['backlog']}")
     report["elapsed_s"] = round(time.monotonic() - started, 1)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     import report as report_md
 
     report_md.write_all()
-    e2e.log(f"wrote bench/results/{args.name}.json and bench/RESULTS.md in {report['elapsed_s']} s")
+    harness.log(f"wrote bench/results/{args.name}.json and bench/RESULTS.md in {report['elapsed_s']} s")
     return 0
 
 

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-log = logging.getLogger("flusso")
+log = logging.getLogger(__name__)
 
 
 @dataclass

@@ -26,6 +26,7 @@ from typing import Final, Literal
 
 from ..error import SourceError
 
+
 class DecodeError(SourceError):
     """A message that is not valid pgoutput version 1 (a server or protocol mismatch)."""
 

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install services services-down services-status test lint bench bench-full clean demo screenshot
+.PHONY: install services services-down services-status test lint layout bench bench-full clean demo screenshot
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,11 @@ services-status:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: $(STAMP) services lint
+# the architecture's two rules (docs/architecture.md), and the five largest modules
+layout: $(STAMP)
+	$(BIN)/python scripts/check_layout.py
+
+test: $(STAMP) services lint layout
 	$(BIN)/pytest -q
 
 # The quick scale (10k books, 20 s per rate, a backlog of 100k changes; under 15 minutes).

@@ -19,7 +19,7 @@ from .changes import int_to_lsn
 from .config import FlussoConfig, load_config
 from .error import ConfigError, FlussoError, SinkError, SourceError
 
-log = logging.getLogger("flusso")
+log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_CONFIG, EXIT_RUNTIME = 0, 1, 2
 
@@ -61,7 +61,7 @@ def _setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
-    logging.getLogger("flusso").setLevel(level)
+    logging.getLogger("flusso_engine").setLevel(level)  # every module's logger is under it
 
 
 def _install_stop(stop: threading.Event) -> None:

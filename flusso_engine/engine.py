@@ -28,7 +28,7 @@ from .queue.channel import Channel
 from .sinks import SeedMarker, Sink
 from .validate import validate
 
-log = logging.getLogger("flusso.engine")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -101,7 +101,9 @@ class Engine:
             return StdoutSink()
         from .sinks.opensearch import OpenSearchSink
 
-        return OpenSearchSink(self.config.sink, self.failures, stop=self.stop)
+        # the worker's thread and every flush in flight may hold a connection at once
+        return OpenSearchSink(self.config.sink, self.failures, stop=self.stop,
+                              connections=self.batch.in_flight + 1)
 
     def close(self) -> None:
         for part in (self.capture, self.builder, self.sink):

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-log = logging.getLogger("flusso")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,7 +49,6 @@ class LagReport:
     lag_bytes: int | None
     confirmed_lsn: str | None
     changes_per_s: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Observer(Protocol):

@@ -22,7 +22,7 @@ from .observer import BatchStats, Observer
 from .queue import Queue
 from .sinks import FlushReport, Sink
 
-log = logging.getLogger("flusso.pipeline")
+log = logging.getLogger(__name__)
 
 
 class CaptureThread(threading.Thread):

@@ -10,8 +10,6 @@ import copy
 import json
 import pickle
 import struct
-from datetime import datetime
-from decimal import Decimal
 from functools import cache
 from pathlib import Path
 
@@ -33,14 +31,12 @@ from flusso_engine.capture.pgoutput import (
     Update,
     decode,
     row,
-    typed_row,
 )
 from flusso_engine.capture.replication import (
     XLOG_HEADER,
     keepalive,
     now_pg_micros,
     standby_status,
-    xlog_header,
 )
 from flusso_engine.error import SourceError
 
@@ -85,7 +81,6 @@ def test_begin_and_commit_frame_a_transaction_with_its_commit_lsn():
     assert begin.final_lsn == commit.commit_lsn < commit.end_lsn
     assert begin.commit_time == commit.commit_time
     assert begin.xid > 0 and commit.flags == 0
-    assert pgoutput.pg_time(commit.commit_time) > datetime.fromisoformat("2024-01-01T00:00:00+00:00")
 
 
 def test_successive_transactions_have_growing_positions():
@@ -205,17 +200,6 @@ def test_origin_names_the_replication_origin():
     assert origin.name.startswith("flusso_capture_origin_")
 
 
-def test_typed_row_converts_common_scalars_and_keeps_the_rest_as_text():
-    insert = next(m for m in step("insert") if isinstance(m, Insert))
-    values = typed_row(item_relation(), insert.new)
-    assert values["id"] == 1 and values["big"] == 9007199254740993  # int8 beyond float precision stays exact
-    assert values["price"] == Decimal("12.50") and str(values["price"]) == "12.50"
-    assert values["in_stock"] is True and values["ratio"] == 0.1
-    assert values["qty"] == "3"  # a domain's oid is not int4's: left as text
-    assert values["created"] == "2024-01-02 03:04:05.123456+00" and values["tags"] == '{a,"b c"}'
-    assert pgoutput.typed(None, 23) is None and pgoutput.typed(UNCHANGED, 23) is UNCHANGED
-
-
 def test_unchanged_is_one_object_even_after_copy_and_pickle():
     assert copy.deepcopy(UNCHANGED) is UNCHANGED
     assert pickle.loads(pickle.dumps(UNCHANGED)) is UNCHANGED
@@ -248,8 +232,7 @@ def test_decode_accepts_memoryview_and_bytearray():
 
 def test_xlogdata_header_then_one_pgoutput_message():
     raw = bytes.fromhex(_captured()["raw_copy_data"]["xlogdata"])
-    header = xlog_header(raw)
-    assert raw[:1] == b"w" and header.start_lsn > 0 and header.wal_end >= header.start_lsn
+    assert raw[:1] == b"w"
     assert isinstance(decode(raw[XLOG_HEADER:]), Begin)
 
 

@@ -16,22 +16,15 @@ custom types all come back exactly as PostgreSQL writes them). A column is:
 - `UNCHANGED`: an unchanged TOASTed value the server did not send (`u`, only in an update's new
   row; `wal.py` fills it from the old row when REPLICA IDENTITY FULL sent that).
 
-`typed()` and `typed_row()` convert the common scalar types to Python values for callers that
-want them (they are not used on the hot path).
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 from ..error import SourceError
-
-PG_EPOCH: Final = datetime(2000, 1, 1, tzinfo=UTC)
-"""PostgreSQL's timestamps on the wire count microseconds from here."""
 
 
 class DecodeError(SourceError):
@@ -63,11 +56,6 @@ Value = str | None | _Unchanged
 """One column of a tuple: its text output, None for NULL, or `UNCHANGED`."""
 
 
-def pg_time(micros: int) -> datetime:
-    """A wire timestamp (microseconds since 2000-01-01 UTC) as an aware datetime."""
-    return PG_EPOCH + timedelta(microseconds=micros)
-
-
 # --- messages -------------------------------------------------------------------------------
 
 
@@ -77,7 +65,7 @@ class Begin:
     v1 sends a transaction only once it has committed."""
 
     final_lsn: int
-    commit_time: int  # microseconds since 2000-01-01 UTC (see pg_time)
+    commit_time: int  # microseconds since 2000-01-01 UTC
     xid: int
 
 
@@ -358,30 +346,3 @@ def row(relation: Relation, values: tuple[Value, ...], kind: OldKind | None = No
         return {c.name: v for c, v in zip(relation.columns, values, strict=False) if c.is_key}
     return {c.name: v for c, v in zip(relation.columns, values, strict=False)}
 
-
-# --- optional typing ------------------------------------------------------------------------
-
-_INT_OIDS: Final = frozenset({20, 21, 23, 26})  # int8, int2, int4, oid
-_FLOAT_OIDS: Final = frozenset({700, 701})  # float4, float8
-_BOOL_OID: Final = 16
-_NUMERIC_OID: Final = 1700
-
-
-def typed(value: Value, type_oid: int) -> Any:
-    """A column's text as a Python value for the common scalar types (int, bool, float, Decimal);
-    any other type, NULL and `UNCHANGED` come back as they are."""
-    if not isinstance(value, str):
-        return value
-    if type_oid in _INT_OIDS:
-        return int(value)
-    if type_oid == _BOOL_OID:
-        return value == "t"
-    if type_oid in _FLOAT_OIDS:
-        return float(value)
-    if type_oid == _NUMERIC_OID:
-        return Decimal(value)
-    return value
-
-
-def typed_row(relation: Relation, values: tuple[Value, ...]) -> dict[str, Any]:
-    return {c.name: typed(v, c.type_oid) for c, v in zip(relation.columns, values, strict=False)}

@@ -23,22 +23,10 @@ XLOG_HEADER: Final = 1 + _XLOG.size
 
 
 @dataclass(frozen=True, slots=True)
-class XLogHeader:
-    start_lsn: int
-    wal_end: int
-    send_time: int
-
-
-@dataclass(frozen=True, slots=True)
 class Keepalive:
     wal_end: int  # the server has sent everything before this
     send_time: int
     reply_requested: bool
-
-
-def xlog_header(data: bytes | memoryview) -> XLogHeader:
-    start, end, ts = _XLOG.unpack_from(data, 1)
-    return XLogHeader(start, end, ts)
 
 
 def keepalive(data: bytes | memoryview) -> Keepalive:

@@ -7,13 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..changes import Change, DocId, Position
-from ..config import IndexConfig
-
-
-@dataclass(frozen=True)
-class IndexSpec:
-    name: str
-    config: IndexConfig
 
 
 @dataclass
@@ -30,7 +23,6 @@ class Built:
 
 
 class DocumentBuilder(Protocol):
-    def indexes(self) -> Sequence[IndexSpec]: ...
     def mapping(self, index: str) -> dict: ...
     def resolve(self, changes: Sequence[Change]) -> dict[str, set[DocId]]: ...
     def build(self, index: str, ids: Collection[DocId], after: Collection[int] = ()) -> Built: ...

@@ -29,7 +29,7 @@ from ..catalog import Catalog
 from ..changes import Change, DocId, Row, doc_id, lsn_to_int, split_doc_id
 from ..config import FlussoConfig, IndexConfig, qualify, split_table
 from ..error import ConfigError, Problem, SourceError
-from . import Built, IndexSpec
+from . import Built
 from .mapping import index_mapping
 from .tree import Node, index_tree
 from .visibility import batch_xids, sees
@@ -362,7 +362,6 @@ class SqlDocumentBuilder:
         self._connect = (lambda: psycopg.connect(connect)) if isinstance(connect, str) else connect
         self._raw_json = raw_json
         self._conn: psycopg.Connection | None = None
-        self._specs = [IndexSpec(name, index) for name, index in config.indexes.items()]
         self._mappings = {name: index_mapping(index, catalog) for name, index in config.indexes.items()}
         self._statements = {name: build_statement(index, catalog) for name, index in config.indexes.items()}
         self._routes: dict[str, list[Route]] = {}
@@ -373,9 +372,6 @@ class SqlDocumentBuilder:
                 if route.entry.path and route.entry.key not in self._queries:
                     self._queries[route.entry.key] = _upward(index, catalog, route.entry)
         self.statements = 0
-
-    def indexes(self) -> Sequence[IndexSpec]:
-        return self._specs
 
     def mapping(self, index: str) -> dict:
         return self._mappings[index]

@@ -79,11 +79,13 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc)).removeprefix("//")
 
 
-def client_kwargs(config: SinkConfig) -> dict[str, Any]:
-    """The `OpenSearch(...)` arguments for a sink config.
+def client_kwargs(config: SinkConfig, connections: int = 1) -> dict[str, Any]:
+    """The `OpenSearch(...)` arguments for a sink config, with a pool of `connections` per host.
 
     The transport's own retries are off (`max_retries=0`): `FailurePolicies` alone decides how often
-    and how patiently a request is retried, with backoff, and interruptibly.
+    and how patiently a request is retried, with backoff, and interruptibly. The pool holds one
+    connection per thread that may send at once (urllib3 keeps one by default, and discards the
+    others with a "Connection pool is full" warning, reopening them on the next request).
     """
     kwargs: dict[str, Any] = {
         "hosts": list(config.hosts),
@@ -93,6 +95,7 @@ def client_kwargs(config: SinkConfig) -> dict[str, Any]:
         "timeout": config.timeout_s,
         "max_retries": 0,
         "retry_on_timeout": False,
+        "pool_maxsize": max(1, connections),
     }
     if config.ca_certs:
         kwargs["ca_certs"] = config.ca_certs
@@ -228,13 +231,14 @@ class OpenSearchSink:
         stop: threading.Event | None = None,
         logger: logging.Logger | None = None,
         client: OpenSearch | None = None,
+        connections: int = 1,
     ) -> None:
         self.config = config
         self.policies = policies
-        self.client = client if client is not None else OpenSearch(**client_kwargs(config))
+        self.client = client if client is not None else OpenSearch(**client_kwargs(config, connections))
         self.where = ", ".join(redact_url(h) for h in config.hosts)
         self._stop = stop or threading.Event()
-        self._log = logger or logging.getLogger("flusso.sink.opensearch")
+        self._log = logger or logging.getLogger(__name__)
         self._secrets: set[str] = {pw for h in config.hosts if (pw := urlsplit(h).password)}
         if config.password:
             self._secrets.add(config.password.get_secret_value())

@@ -438,10 +438,12 @@ class OpenSearchSink:
     # --- dead letters -----------------------------------------------------------------------------
 
     def dead_letters(self, index: str) -> list[DeadLetter]:
-        """The dead letters of `index`, oldest first (none when it has no dead-letter index)."""
+        """The dead letters of `index`, oldest first (none when it has no dead-letter index), including
+        those written a moment ago (the index is refreshed first)."""
         name = index + DEAD_LETTER_SUFFIX
 
         def read() -> list[dict]:
+            self.client.indices.refresh(index=name)
             return list(helpers.scan(self.client, index=name, query={"query": {"match_all": {}}},
                                      _source_excludes=["document"]))
 

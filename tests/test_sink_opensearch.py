@@ -367,11 +367,11 @@ def test_dead_letters_are_listed_and_removed(opensearch, books: str) -> None:
 
 
 BLOCKS = [
-    ("index.blocks.write", 'PUT /{index}/_settings {{"index.blocks.write": null}}'),
-    ("index.blocks.read_only", 'PUT /{index}/_settings {{"index.blocks.read_only": null}}'),
+    ("index.blocks.write", 'lift the block with PUT /{index}/_settings {{"index.blocks.write": null}}'),
+    ("index.blocks.read_only", 'lift the block with PUT /{index}/_settings {{"index.blocks.read_only": null}}'),
     ("index.blocks.read_only_allow_delete",
-     'free disk space on the node (its disk usage passed cluster.routing.allocation.disk.watermark.flood_stage), '
-     'then PUT /{index}/_settings {{"index.blocks.read_only_allow_delete": null}}'),
+     "free disk space on the node (its disk usage passed cluster.routing.allocation.disk.watermark.flood_stage), "
+     'then lift the block with PUT /{index}/_settings {{"index.blocks.read_only_allow_delete": null}}'),
 ]
 
 
@@ -459,6 +459,19 @@ def test_index_wide_errors_the_node_cannot_be_made_to_give(status: int, error: d
         sink.flush()
     assert fix in str(caught.value)
     assert len(client.bodies) == 3 and all(b'"index"' in b for b in client.bodies), "no dead letter written"
+
+
+def test_every_block_on_an_index_is_named_at_once() -> None:
+    found = index_wide("books", 403, {
+        "type": "cluster_block_exception",
+        "reason": "index [books] blocked by: [FORBIDDEN/8/index write (api), TOO_MANY_REQUESTS/12/disk usage "
+                  "exceeded flood-stage watermark, index has read-only-allow-delete block];"})
+    assert found is not None
+    assert found.cause == (
+        "index books is blocked for writes by index.blocks.write (index write (api)) and "
+        "index.blocks.read_only_allow_delete (disk usage exceeded flood-stage watermark, index has "
+        "read-only-allow-delete block)")
+    assert '{"index.blocks.write": null}' in found.fix and '{"index.blocks.read_only_allow_delete": null}' in found.fix
 
 
 @pytest.mark.parametrize(

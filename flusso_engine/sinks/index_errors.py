@@ -28,9 +28,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-_BLOCK = re.compile(r"([A-Z_]+)/(\d+)/([^\];,]+)")
-_NULL_SETTING = 'PUT /{index}/_settings {{"{setting}": null}}'
-_NULL_CLUSTER_SETTING = 'PUT /_cluster/settings {{"persistent": {{"{setting}": null}}}}'
+# `blocked by: [FORBIDDEN/8/index write (api), TOO_MANY_REQUESTS/12/disk usage exceeded ..., index has ...];`
+_BLOCK = re.compile(r"([A-Z_]+)/(\d+)/(.*?)(?=, [A-Z_]+/\d+/|\];|\]$|$)")
+_NULL_SETTING = 'lift the block with PUT /{index}/_settings {{"{setting}": null}}'
+_NULL_CLUSTER_SETTING = 'lift the block with PUT /_cluster/settings {{"persistent": {{"{setting}": null}}}}'
 _FREE_DISK = ("free disk space on the node (its disk usage passed "
               "cluster.routing.allocation.disk.watermark.flood_stage), then ")
 
@@ -75,12 +76,12 @@ def index_wide(index: str, status: Any, error: Any) -> IndexWide | None:
     kind = error.get("type") if isinstance(error, dict) else None
     reason = str(error.get("reason", "")) if isinstance(error, dict) else str(error or "")
     if kind == "cluster_block_exception":
-        blocks = [(int(i), desc.strip()) for _, i, desc in _BLOCK.findall(reason)]
-        for block_id, desc in blocks:
-            known = _block_fix(index, block_id)
-            if known is not None:
-                setting, fix = known
-                return IndexWide(f"index {index} is blocked for writes by {setting} ({desc})", fix)
+        known = [(found, desc.strip()) for _, i, desc in _BLOCK.findall(reason)
+                 if (found := _block_fix(index, int(i))) is not None]
+        if known:  # every block at once: lifting one would only show the next on the next start
+            causes = " and ".join(f"{setting} ({desc})" for (setting, _), desc in known)
+            return IndexWide(f"index {index} is blocked for writes by {causes}",
+                             "; ".join(fix for (_, fix), _ in known))
         return IndexWide(
             f"index {index} is blocked for writes ({_text(error)})",
             f"find the block with GET /{index}/_settings?flat_settings=true and GET /_cluster/settings "

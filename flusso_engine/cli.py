@@ -17,7 +17,7 @@ from types import FrameType
 
 from .changes import int_to_lsn
 from .config import FlussoConfig, load_config
-from .error import ConfigError, FlussoError, SinkError, SourceError
+from .error import ConfigError, FlussoError, Problem, SinkError, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
     td = cmd("teardown", "drop the replication slot and the publication")
     td.add_argument("--yes", action="store_true", help="do not ask")
+    dl = cmd("dead-letters", "list the documents OpenSearch rejected; --replay rebuilds and rewrites them")
+    dl.add_argument("--index", action="append", help="only this index (repeatable)")
+    dl.add_argument("--replay", action="store_true",
+                    help="rebuild them from the current rows; the letters of those that go in are removed")
     return p
 
 
@@ -151,6 +155,63 @@ def _status(config: FlussoConfig, as_json: bool) -> int:
     return EXIT_OK
 
 
+def _dead_letters(config: FlussoConfig, only: Sequence[str] | None, replay: bool) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .deadletters import dead_letter_sink
+    from .deadletters import replay as replay_letters
+    from .policy import FailurePolicies
+
+    names = _index_names(config, only)
+    sink = dead_letter_sink(config, FailurePolicies.from_config(config.failures))
+    engine = _engine(config, threading.Event()) if replay else None  # the builder, checked config
+    console = Console()
+    try:
+        for index in names:
+            if engine is not None:
+                letters = sink.dead_letters(index)
+                done = replay_letters(index, letters, engine.builder, sink, engine.builder.mapping(index),
+                                      config.batch.max_changes)
+                if done.replayed:
+                    console.print(f"{index}: replayed {done.replayed}: {done.indexed} went in, "
+                                  f"{done.still_rejected} still rejected (their letters kept, with the new reason)")
+        table = Table("index", "id", "reason", "failed at")
+        total = 0
+        for index in names:
+            for letter in sink.dead_letters(index):
+                total += 1
+                shown = letter.doc_id if len(letter.doc_id) <= 80 else letter.doc_id[:77] + "..."
+                table.add_row(letter.index, shown, letter.reason, _when(letter.failed_at))
+        if total:
+            console.print(table)
+        console.print(f"{total} dead letter{'s' if total != 1 else ''} in {', '.join(names)}")
+    finally:
+        sink.close()
+        if engine is not None:
+            engine.close()
+    return EXIT_OK
+
+
+def _when(iso: str) -> str:
+    """A dead letter's `failed_at` to the second, for a table."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(iso).isoformat(sep=" ", timespec="seconds")
+    except ValueError:
+        return iso
+
+
+def _index_names(config: FlussoConfig, only: Sequence[str] | None) -> list[str]:
+    names = list(config.indexes)
+    unknown = sorted(set(only or ()) - set(names))
+    if unknown:
+        raise ConfigError([Problem("indexes", f'no index named "{u}" (indexes: {", ".join(names)})')
+                           for u in unknown])
+    return [n for n in names if not only or n in only]
+
+
 def _teardown(config: FlussoConfig, yes: bool) -> int:
     if not yes:
         if not sys.stdin.isatty():
@@ -187,6 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _status(config, args.json)
         if args.command == "teardown":
             return _teardown(config, args.yes)
+        if args.command == "dead-letters":
+            return _dead_letters(config, args.index, args.replay)
         _install_stop(stop)
         engine = _engine(config, stop, progress=args.command == "backfill")
         if args.command == "run":

@@ -176,6 +176,9 @@ class FlushErrorConfig(_Strict):
 
 class FailuresConfig(_Strict):
     item_rejection: Literal["fail", "skip", "dead_letter"] = "dead_letter"
+    # what stays in the index when a document is rejected: none (its previous version is deleted, so
+    # search never shows a document that no longer matches its rows) or the previous version
+    item_rejection_keeps: Literal["none", "previous"] = "none"
     flush_error: FlushErrorConfig = Field(default_factory=FlushErrorConfig)
 
 

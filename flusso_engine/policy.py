@@ -13,6 +13,7 @@ from typing import Literal
 from .config import BatchConfig, FailuresConfig
 
 ItemRejection = Literal["fail", "skip", "dead_letter"]
+RejectionKeeps = Literal["none", "previous"]
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,8 @@ class BatchPolicy:
 
 @dataclass(frozen=True)
 class FailurePolicies:
-    """What a rejected item does (`item_rejection`), and how a failing flush is retried.
+    """What a rejected item does (`item_rejection`; `item_rejection_keeps` says whether the
+    document's previous version stays in the index), and how a failing flush is retried.
 
     A flush is tried once and then retried up to `retries` times; the wait before retry n is
     `backoff * 2**(n-1)` seconds, capped at `max_backoff`, less up to `jitter` of it at random so
@@ -40,6 +42,7 @@ class FailurePolicies:
     """
 
     item_rejection: ItemRejection = "dead_letter"
+    item_rejection_keeps: RejectionKeeps = "none"
     retries: int = 5
     backoff_s: float = 0.2
     max_backoff_s: float = 10.0
@@ -50,6 +53,7 @@ class FailurePolicies:
         flush = config.flush_error
         return cls(
             item_rejection=config.item_rejection,
+            item_rejection_keeps=config.item_rejection_keeps,
             retries=flush.retries,
             backoff_s=flush.backoff_ms / 1000,
             max_backoff_s=flush.max_backoff_ms / 1000,

@@ -133,6 +133,7 @@ def test_minimal_config_gets_the_documented_defaults() -> None:
     assert config.batch.max_changes == 1000 and config.batch.max_delay_ms == 200
     assert config.queue.capacity == 20000
     assert config.failures.item_rejection == "dead_letter"
+    assert config.failures.item_rejection_keeps == "none"
     assert config.failures.flush_error.retries == 5
     assert config.sink.verify_certs is True
     assert config.indexes["books"].key == ["id"]  # a single column may be written bare
@@ -209,6 +210,17 @@ def test_wrong_relation_type_suggests_the_close_one() -> None:
         "indexes.books.relations.reviews.type",
         '"one_to_manyy" is not one of many_to_one, one_to_one, one_to_many, many_to_many '
         '(did you mean "one_to_many"?): use one of them',
+    )
+
+
+def test_item_rejection_keeps_is_none_or_previous() -> None:
+    raw = example()
+    raw["failures"]["item_rejection_keeps"] = "previous"
+    assert parse_config(raw, ENV).failures.item_rejection_keeps == "previous"
+    raw["failures"]["item_rejection_keeps"] = "previos"
+    assert only_problem(raw) == Problem(
+        "failures.item_rejection_keeps",
+        '"previos" is not one of none, previous (did you mean "previous"?): use one of them',
     )
 
 

@@ -18,7 +18,16 @@ from flusso_engine.config import SinkConfig
 from flusso_engine.error import RejectedItem, SinkError
 from flusso_engine.policy import FailurePolicies
 from flusso_engine.sinks import SeedMarker
-from flusso_engine.sinks.opensearch import DEAD_LETTER_SUFFIX, OpenSearchSink, client_kwargs, redact_url
+from flusso_engine.sinks.index_errors import index_wide
+from flusso_engine.sinks.opensearch import (
+    DEAD_LETTER_SUFFIX,
+    OpenSearchSink,
+    client_kwargs,
+    gc_deletes_s,
+    letter_id,
+    redact_url,
+    retry_window_s,
+)
 
 from .conftest import OPENSEARCH_URL
 
@@ -36,9 +45,10 @@ def mapping(definition_hash: str = "h1", **meta: Any) -> dict:
     }
 
 
-def make_sink(item_rejection: str = "dead_letter", **config: Any) -> OpenSearchSink:
+def make_sink(item_rejection: str = "dead_letter", keeps: str = "none", **config: Any) -> OpenSearchSink:
     config = {"type": "opensearch", "hosts": [OPENSEARCH_URL], **config}
-    policies = FailurePolicies(item_rejection=item_rejection, retries=2, backoff_s=0.01, max_backoff_s=0.05)
+    policies = FailurePolicies(item_rejection=item_rejection, item_rejection_keeps=keeps, retries=2,
+                               backoff_s=0.01, max_backoff_s=0.05)
     return OpenSearchSink(SinkConfig(**config), policies)
 
 
@@ -276,6 +286,241 @@ def test_a_rejected_item_under_dead_letter_is_kept_with_its_reason(opensearch, b
     hits = opensearch.search(index=books + DEAD_LETTER_SUFFIX, body={"query": {"term": {"doc_id": "bad"}}})
     assert hits["hits"]["total"]["value"] == 1
     assert hits["hits"]["hits"][0]["_source"]["document"]["title"] == "poison again"
+
+
+def test_a_rejected_document_loses_its_previous_version(opensearch, books: str) -> None:
+    sink = make_sink("skip")
+    sink.ensure_index(books, mapping())
+    sink.write(books, "1", {"title": "indexable", "pages": 1}, 10)
+    sink.flush()
+    sink.write(books, "1", {"title": "now poison", "pages": "abc"}, 20)
+    report = sink.flush()
+    assert [r.doc_id for r in report.rejected] == ["1"]
+    assert source(opensearch, books, "1") is None, "search no longer shows the stale version"
+    sink.write(books, "1", {"title": "fixed", "pages": 2}, 30)
+    assert sink.flush().written == 1, "a later good version goes in over the delete"
+    assert source(opensearch, books, "1") == {"title": "fixed", "pages": 2}
+
+
+def test_a_rejected_older_version_leaves_a_newer_document_alone(opensearch, books: str) -> None:
+    sink = make_sink("dead_letter")
+    sink.ensure_index(books, mapping())
+    sink.write(books, "1", {"title": "newer", "pages": 1}, 50)
+    sink.flush()
+    sink.write(books, "1", {"title": "older poison", "pages": "abc"}, 40)
+    assert len(sink.flush().rejected) == 1
+    assert source(opensearch, books, "1") == {"title": "newer", "pages": 1}
+
+
+def test_item_rejection_keeps_previous_keeps_the_previous_version(opensearch, books: str) -> None:
+    sink = make_sink("dead_letter", keeps="previous")
+    sink.ensure_index(books, mapping())
+    sink.write(books, "1", {"title": "indexable", "pages": 1}, 10)
+    sink.flush()
+    sink.write(books, "1", {"title": "now poison", "pages": "abc"}, 20)
+    assert len(sink.flush().rejected) == 1
+    assert source(opensearch, books, "1") == {"title": "indexable", "pages": 1}
+    assert source(opensearch, books + DEAD_LETTER_SUFFIX, "1")["document"]["title"] == "now poison"
+
+
+def test_an_id_over_512_bytes_is_rejected_alone_and_dead_lettered_under_a_hash(opensearch, books: str) -> None:
+    sink = make_sink("dead_letter")
+    sink.ensure_index(books, mapping())
+    long_id = "é" * 300  # 600 bytes in UTF-8
+    sink.write(books, long_id, {"title": "long", "pages": 1}, 10)
+    sink.write(books, "short", {"title": "fine", "pages": 2}, 10)
+    sink.write(books, "x" * 513, None, 10)  # a delete of an id that cannot exist
+    report = sink.flush()
+    assert (report.written, report.deleted) == (1, 1)
+    assert [r.doc_id for r in report.rejected] == [long_id]
+    assert report.rejected[0].reason.startswith("document id is 600 bytes, OpenSearch's limit is 512")
+    assert source(opensearch, books, "short") == {"title": "fine", "pages": 2}
+    letter = source(opensearch, books + DEAD_LETTER_SUFFIX, letter_id(long_id))
+    assert letter is not None and letter_id(long_id).startswith("sha256:")
+    assert (letter["doc_id"], letter["document"]) == (long_id, {"title": "long", "pages": 1})
+    assert [d.doc_id for d in sink.dead_letters(books)] == [long_id]
+
+
+def test_an_id_over_512_bytes_under_fail_stops_after_the_rest_is_sent(opensearch, books: str) -> None:
+    sink = make_sink("fail")
+    sink.ensure_index(books, mapping())
+    sink.write(books, "a" * 600, {"title": "long"}, 10)
+    sink.write(books, "short", {"title": "fine"}, 10)
+    with pytest.raises(RejectedItem, match="document id is 600 bytes"):
+        sink.flush()
+    assert source(opensearch, books, "short") == {"title": "fine"}, "the rest of the flush was sent"
+
+
+def test_dead_letters_are_listed_and_removed(opensearch, books: str) -> None:
+    sink = make_sink("dead_letter")
+    assert sink.dead_letters(books) == [], "no dead-letter index: no letters"
+    _write_one_poison(sink, books)
+    sink.flush()
+    letters = sink.dead_letters(books)  # written a moment ago, listed at once
+    assert [(d.index, d.doc_id, d.letter_id) for d in letters] == [(books, "bad", "bad")]
+    assert "mapper_parsing_exception" in letters[0].reason and letters[0].failed_at
+    sink.remove_dead_letters(books, letters)
+    assert sink.dead_letters(books) == []
+
+
+# --- index-wide errors --------------------------------------------------------------------------------
+
+
+BLOCKS = [
+    ("index.blocks.write", 'lift the block with PUT /{index}/_settings {{"index.blocks.write": null}}'),
+    ("index.blocks.read_only", 'lift the block with PUT /{index}/_settings {{"index.blocks.read_only": null}}'),
+    ("index.blocks.read_only_allow_delete",
+     "free disk space on the node (its disk usage passed cluster.routing.allocation.disk.watermark.flood_stage), "
+     'then lift the block with PUT /{index}/_settings {{"index.blocks.read_only_allow_delete": null}}'),
+]
+
+
+@pytest.mark.parametrize("policy", ["skip", "dead_letter"])
+@pytest.mark.parametrize(("block", "fix"), BLOCKS, ids=[b for b, _ in BLOCKS])
+def test_a_blocked_index_is_a_flush_error_with_the_fix(opensearch, books: str, block: str, fix: str,
+                                                      policy: str) -> None:
+    sink = make_sink(policy)
+    sink.ensure_index(books, mapping())
+    sink.write(books, "1", {"title": "before", "pages": 1}, 10)
+    sink.flush()
+    opensearch.indices.put_settings(index=books, body={block: True})
+    try:
+        sink.write(books, "1", {"title": "after", "pages": 2}, 20)
+        sink.write(books, "2", None, 20)
+        with pytest.raises(SinkError) as caught:
+            sink.flush()
+    finally:
+        opensearch.indices.put_settings(index=books, body={block: None})
+    message = str(caught.value)
+    assert f"index {books} is blocked for writes by {block}" in message
+    assert fix.format(index=books) in message
+    assert "3 attempts" in message, "retried like a 5xx first"
+    assert not opensearch.indices.exists(index=books + DEAD_LETTER_SUFFIX), "nothing dead-lettered"
+    assert source(opensearch, books, "1") == {"title": "before", "pages": 1}
+
+
+def test_a_closed_index_is_a_flush_error_with_the_fix(opensearch, books: str) -> None:
+    sink = make_sink("dead_letter")
+    sink.ensure_index(books, mapping())
+    opensearch.indices.close(index=books)
+    sink.write(books, "1", {"title": "Dune"}, 10)
+    with pytest.raises(SinkError) as caught:
+        sink.flush()
+    assert f"index {books} is closed" in str(caught.value)
+    assert f"POST /{books}/_open" in str(caught.value)
+    assert not opensearch.indices.exists(index=books + DEAD_LETTER_SUFFIX)
+
+
+def test_a_block_lifted_while_retrying_lets_the_flush_through(opensearch, books: str) -> None:
+    sink = make_sink("dead_letter")
+    sink.policies = FailurePolicies(retries=30, backoff_s=0.05, max_backoff_s=0.1)
+    sink.ensure_index(books, mapping())
+    opensearch.indices.put_settings(index=books, body={"index.blocks.write": True})
+    sink.write(books, "1", {"title": "Dune"}, 10)
+    lift = threading.Timer(0.3, lambda: opensearch.indices.put_settings(
+        index=books, body={"index.blocks.write": None}))
+    lift.start()
+    try:
+        report = sink.flush()
+    finally:
+        lift.join()
+    assert (report.written, report.rejected) == (1, [])
+    assert source(opensearch, books, "1") == {"title": "Dune"}
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "cause", "fix"),
+    [
+        (404, {"type": "index_not_found_exception", "reason": "no such index [books]", "index": "books"},
+         "index books does not exist", "start flusso again: it creates the index"),
+        (403, {"type": "security_exception",
+               "reason": "no permissions for [indices:data/write/bulk[s]] and User [name=flusso]"},
+         "may not write to index books", "grant it the write permissions on books"),
+        (400, {"type": "illegal_argument_exception",
+               "reason": "no write index is defined for alias [books]. The write index may be explicitly "
+                         "disabled using is_write_index=false or the alias points to multiple indices "
+                         "without one being designated as a write index"},
+         "is an alias without a write index", "is_write_index: true"),
+        (403, {"type": "cluster_block_exception",
+               "reason": "blocked by: [FORBIDDEN/6/cluster read-only (api)];"},
+         "blocked for writes by cluster.blocks.read_only",
+         'PUT /_cluster/settings {"persistent": {"cluster.blocks.read_only": null}}'),
+    ],
+    ids=["missing-index", "no-permission", "alias-without-write-index", "cluster-read-only"],
+)
+def test_index_wide_errors_the_node_cannot_be_made_to_give(status: int, error: dict, cause: str, fix: str) -> None:
+    found = index_wide("books", status, error)
+    assert found is not None and cause in found.cause and fix in found.fix
+    refused = {"errors": True, "items": [{"index": {"status": status, "error": error}}]}
+    client = StandIn(refused, refused, refused)
+    sink = _stand_in_sink(client)
+    sink.write("books", "1", {"n": 1}, 1)
+    with pytest.raises(SinkError, match="3 attempts") as caught:
+        sink.flush()
+    assert fix in str(caught.value)
+    assert len(client.bodies) == 3 and all(b'"index"' in b for b in client.bodies), "no dead letter written"
+
+
+def test_every_block_on_an_index_is_named_at_once() -> None:
+    found = index_wide("books", 403, {
+        "type": "cluster_block_exception",
+        "reason": "index [books] blocked by: [FORBIDDEN/8/index write (api), TOO_MANY_REQUESTS/12/disk usage "
+                  "exceeded flood-stage watermark, index has read-only-allow-delete block];"})
+    assert found is not None
+    assert found.cause == (
+        "index books is blocked for writes by index.blocks.write (index write (api)) and "
+        "index.blocks.read_only_allow_delete (disk usage exceeded flood-stage watermark, index has "
+        "read-only-allow-delete block)")
+    assert '{"index.blocks.write": null}' in found.fix and '{"index.blocks.read_only_allow_delete": null}' in found.fix
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        {"type": "mapper_parsing_exception", "reason": "failed to parse field [pages] of type [long]"},
+        {"type": "illegal_argument_exception", "reason": "Document contains at least one immense term"},
+        {"type": "strict_dynamic_mapping_exception", "reason": "mapping set to strict"},
+    ],
+    ids=lambda e: e["type"],
+)
+def test_errors_about_one_document_are_not_index_wide(error: dict) -> None:
+    assert index_wide("books", 400, error) is None
+
+
+def test_a_whole_request_refused_for_permissions_is_retried_with_the_fix() -> None:
+    denied = TransportError(403, "security_exception", {"error": {
+        "type": "security_exception", "reason": "no permissions for [indices:data/write/bulk]"}})
+    client = StandIn(denied, {"errors": False})
+    sink = _stand_in_sink(client)
+    sink.write("books", "1", {"n": 1}, 1)
+    assert sink.flush().requests == 2
+
+
+# --- gc_deletes ---------------------------------------------------------------------------------------
+
+
+def test_gc_deletes_outlives_the_longest_retry_window() -> None:
+    defaults = FailurePolicies()  # 5 retries, 0.2 s doubling up to 10 s
+    assert retry_window_s(defaults, 30.0) == pytest.approx(6 * 30 + (0.2 + 0.4 + 0.8 + 1.6 + 3.2))
+    assert gc_deletes_s(defaults, 30.0) == 433
+    patient = FailurePolicies(retries=20, backoff_s=1.0, max_backoff_s=60.0)
+    assert gc_deletes_s(patient, 30.0) > retry_window_s(patient, 30.0) * 2
+    assert gc_deletes_s(FailurePolicies(retries=0), 1.0) == 62
+    assert gc_deletes_s(FailurePolicies(retries=0, backoff_s=0), 0.001) == 61
+
+
+def test_created_indexes_carry_gc_deletes_unless_the_settings_set_it(opensearch, books: str) -> None:
+    sink = make_sink(timeout_s=10)
+    sink.ensure_index(books, mapping())
+    live = opensearch.indices.get_settings(index=books)[books]["settings"]["index"]
+    assert live["gc_deletes"] == f"{gc_deletes_s(sink.policies, 10)}s"
+
+    own = mapping()
+    own["settings"]["index"] = {"gc_deletes": "2h"}
+    sink.ensure_index(books + "-own", own)
+    live = opensearch.indices.get_settings(index=books + "-own")[books + "-own"]["settings"]["index"]
+    assert live["gc_deletes"] == "2h"
+    assert "gc_deletes" not in own["settings"], "the caller's mapping is not changed"
 
 
 # --- a failing node ---------------------------------------------------------------------------------

@@ -3,9 +3,13 @@
 Every write carries the WAL position of the snapshot its document was built from as an external
 version (`version_type=external_gte`), so a document built from an older snapshot never replaces
 one built from a newer one, whoever writes it (DESIGN §4). A refused older write is a *conflict*,
-not an error. Deletes are versioned the same way; OpenSearch keeps their tombstone for
-`index.gc_deletes` (60 s by default), after which an older write of the same id would be accepted
-again: an accepted limit, since only a writer holding a snapshot older than that could send one.
+not an error. Deletes are versioned the same way, but OpenSearch keeps a delete's tombstone (and
+so its version) only for `index.gc_deletes`, 60 s by default: an older write of the same id arriving
+later, a flush still being retried, would bring the document back. So the indexes flusso creates
+carry a `gc_deletes` above the longest a write can take from its build to its last retry
+(`gc_deletes_s`: every attempt running into `sink.timeout_s`, every backoff of
+`failures.flush_error` between them, the wait behind an older flush in flight, and a minute of
+margin), unless the index's `settings` set one.
 
 The index's `_meta.flusso` holds flusso's state:
 
@@ -19,8 +23,20 @@ so every change reads `_meta`, changes `flusso` and writes all of it back, keepi
 
 Failures: a round trip that fails as a whole (connection refused, timeout, 429, 5xx) and items
 refused with 429/5xx are retried with capped exponential backoff; every failed round trip of one
-flush spends one retry of `FailurePolicies.retries`, then `SinkError` is raised. An item refused for
-what it is (mapping conflict, too large) is a rejection, handled by `FailurePolicies.item_rejection`.
+flush spends one retry of `FailurePolicies.retries`, then `SinkError` is raised. Items refused
+because the index cannot take writes (a write or read-only block, the flood-stage disk block, a
+closed or missing index, no permission: `index_errors`) are retried the same way and then raise
+`SinkError` naming the index, the block and how to lift it: they never reach the rejection policy,
+so nothing is skipped or dead-lettered, and nothing acknowledged, for them.
+
+An item refused for what it is (a value its field cannot parse, an id over OpenSearch's 512 bytes)
+is a rejection, handled by `FailurePolicies.item_rejection`. Under skip and dead_letter the
+document's previous version is then deleted, at the rejected write's version (so a newer write still
+wins), unless `item_rejection_keeps` is `previous`: search never shows a document that no longer
+matches its rows. A dead letter (in `<index>-deadletter`) keeps the whole document and the reason;
+its `_id` is the document's, or for an id too long to be one, a hash of it (the id is in `doc_id`).
+An id over 512 bytes is never sent (OpenSearch would fail the whole bulk request for it); a delete
+of one is done at once, since no such document can exist.
 No message or log line carries a password: hosts are shown without their userinfo.
 """
 
@@ -28,8 +44,11 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import json
 import logging
+import math
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -38,7 +57,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from opensearchpy import OpenSearch
+from opensearchpy import OpenSearch, helpers
 from opensearchpy.exceptions import ConnectionError as TransportConnectionError
 from opensearchpy.exceptions import NotFoundError, TransportError
 
@@ -47,8 +66,10 @@ from ..config import SinkConfig
 from ..error import RejectedItem, SinkError
 from ..policy import FailurePolicies
 from . import FlushReport, PendingWrite, Rejection, SeedMarker, WriteBuffer
+from .index_errors import IndexWide, index_wide
 
 DEAD_LETTER_SUFFIX = "-deadletter"
+MAX_ID_BYTES = 512  # OpenSearch refuses a longer `_id` (UTF-8), failing the whole bulk request
 
 DEAD_LETTER_MAPPING: dict = {
     "settings": {"number_of_shards": 1},
@@ -56,7 +77,8 @@ DEAD_LETTER_MAPPING: dict = {
         "dynamic": False,
         "properties": {
             "index": {"type": "keyword"},
-            "doc_id": {"type": "keyword"},
+            # Lucene refuses a term over 32766 bytes: a longer id is kept in _source only
+            "doc_id": {"type": "keyword", "ignore_above": 8191},
             "reason": {"type": "text"},
             # kept, never indexed: a dead letter cannot be refused again for what made it one
             "document": {"type": "object", "enabled": False},
@@ -105,6 +127,72 @@ def client_kwargs(config: SinkConfig, connections: int = 1) -> dict[str, Any]:
     return kwargs
 
 
+def retry_window_s(policies: FailurePolicies, timeout_s: float) -> float:
+    """The longest one flush can take: every attempt running into the request timeout, with every
+    backoff wait (at its cap, before jitter) between them."""
+    waits = sum(min(policies.max_backoff_s, policies.backoff_s * 2 ** min(n - 1, 62))
+                for n in range(1, policies.retries + 1))
+    return (policies.retries + 1) * timeout_s + waits
+
+
+def gc_deletes_s(policies: FailurePolicies, timeout_s: float) -> int:
+    """The `index.gc_deletes` (seconds) that outlives any write flusso may still send.
+
+    A write waits behind at most one older flush in flight before it is sent (one window), then
+    takes its own window; a minute on top covers the build before it. Never below OpenSearch's
+    default of 60 s.
+    """
+    return max(60, math.ceil(2 * retry_window_s(policies, timeout_s) + 60))
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(nanos|micros|ms|s|m|h|d)?\s*$")
+_UNIT_S = {"nanos": 1e-9, "micros": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _seconds(value: Any) -> float | None:
+    """An OpenSearch time value (`60s`, `5m`, a bare number of milliseconds) in seconds, or None."""
+    m = _DURATION.match(str(value))
+    if m is None:
+        return None
+    return float(m.group(1)) * (_UNIT_S[m.group(2)] if m.group(2) else 1e-3)
+
+
+def _setting(settings: dict, name: str) -> Any:
+    """An index setting however it is written: `name`, `index.name` or `{index: {name: ...}}`."""
+    nested = settings.get("index")
+    for value in (settings.get(name), settings.get(f"index.{name}"),
+                  nested.get(name) if isinstance(nested, dict) else None):
+        if value is not None:
+            return value
+    return None
+
+
+def letter_id(doc_id: DocId) -> str:
+    """The dead letter's own `_id`: the document's, or a hash of it when it is too long to be one."""
+    if len(doc_id.encode()) <= MAX_ID_BYTES:
+        return doc_id
+    return "sha256:" + hashlib.sha256(doc_id.encode()).hexdigest()
+
+
+def _id_too_long(doc_id: DocId) -> str | None:
+    n = len(doc_id.encode())
+    if n <= MAX_ID_BYTES:
+        return None
+    return (f"document id is {n} bytes, OpenSearch's limit is {MAX_ID_BYTES} (UTF-8): the root key's "
+            "values are too long to be an _id; shorten them, or index a shorter key column")
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A rejected document as its dead letter records it (without the document itself)."""
+
+    index: str
+    doc_id: DocId
+    reason: str
+    failed_at: str
+    letter_id: str
+
+
 @dataclass(slots=True)
 class _Action:
     """A write encoded once for the bulk body: `body` is its action line and source line."""
@@ -133,7 +221,7 @@ def _encode_dead_letter(write: PendingWrite, reason: str, failed_at: str) -> _Ac
     doc = json.loads(write.doc) if isinstance(write.doc, str) else write.doc
     letter = {"index": write.index, "doc_id": write.doc_id, "reason": reason, "document": doc,
               "failed_at": failed_at}
-    body = _line({"index": {"_index": index, "_id": write.doc_id}}) + _line(letter)
+    body = _line({"index": {"_index": index, "_id": letter_id(write.doc_id)}}) + _line(letter)
     return _Action(PendingWrite(index, write.doc_id, letter, 0), body.encode())
 
 
@@ -195,16 +283,18 @@ class _Retries:
         self.scrub = scrub
         self.failures = 0
 
-    def wait(self, what: str, error: str) -> None:
-        """Wait before the next retry of `what`, or raise `SinkError` when the budget or the run is over."""
+    def wait(self, what: str, error: str, fix: str | None = None) -> None:
+        """Wait before the next retry of `what`, or raise `SinkError` when the budget or the run is over.
+
+        `fix` is what the user does about `error` (by default: check that OpenSearch is up)."""
         error = self.scrub(error)
         self.failures += 1
         retries = self.policies.retries
         if self.failures > retries:
             raise SinkError(
                 f"{what} at {self.where} failed after {self.failures} attempts (1 + {retries} retries); "
-                f"last error: {error}. Nothing was acknowledged past the last good flush: check that "
-                "OpenSearch is up and reachable, then start again."
+                f"last error: {error}. Nothing was acknowledged past the last good flush: "
+                f"{fix or 'check that OpenSearch is up and reachable'}, then start again."
             )
         delay = self.policies.backoff(self.failures)
         self.log.warning("%s at %s failed (%s); retry %d of %d in %.2fs",
@@ -259,11 +349,24 @@ class OpenSearchSink:
         self._create(index, mapping)
 
     def _create(self, index: str, mapping: dict) -> bool:
-        """Create the index unseeded; False if it exists already (someone else created it)."""
+        """Create the index unseeded; False if it exists already (someone else created it).
+
+        It gets the `gc_deletes` that outlives flusso's retries unless `mapping`'s settings set one
+        (see the module's docstring)."""
         body = copy.deepcopy(mapping)
         flusso = body.get("mappings", {}).get("_meta", {}).get("flusso")
         if isinstance(flusso, dict):
             flusso.pop("seeded", None)
+        settings = body.setdefault("settings", {})
+        needed = gc_deletes_s(self.policies, self.config.timeout_s)
+        given = _setting(settings, "gc_deletes")
+        if given is None:
+            settings["index.gc_deletes"] = f"{needed}s"
+        elif (seconds := _seconds(given)) is not None and seconds < needed:
+            self._log.warning(
+                "index %s is created with gc_deletes %s from its settings, below the %ss a retried write "
+                "can take: a document deleted while a write of it is retried could come back; raise it "
+                "or remove it from the settings", index, given, needed)
         reply = self._call(f"creating index {index}", self.client.indices.create, index=index, body=body,
                            ignore=400)
         error = reply.get("error") if isinstance(reply, dict) else None
@@ -336,6 +439,42 @@ class OpenSearchSink:
     def close(self) -> None:
         self.client.close()
 
+    # --- dead letters -----------------------------------------------------------------------------
+
+    def dead_letters(self, index: str) -> list[DeadLetter]:
+        """The dead letters of `index`, oldest first (none when it has no dead-letter index), including
+        those written a moment ago (the index is refreshed first)."""
+        name = index + DEAD_LETTER_SUFFIX
+
+        def read() -> list[dict]:
+            self.client.indices.refresh(index=name)
+            return list(helpers.scan(self.client, index=name, query={"query": {"match_all": {}}},
+                                     _source_excludes=["document"]))
+
+        try:
+            hits = self._call(f"reading the dead letters in {name}", read)
+        except NotFoundError:
+            return []
+        letters = [
+            DeadLetter(index=str(h["_source"].get("index", index)), doc_id=str(h["_source"].get("doc_id", "")),
+                       reason=str(h["_source"].get("reason", "")), failed_at=str(h["_source"].get("failed_at", "")),
+                       letter_id=h["_id"])
+            for h in hits
+        ]
+        return sorted(letters, key=lambda d: (d.failed_at, d.doc_id))
+
+    def remove_dead_letters(self, index: str, letters: Sequence[DeadLetter]) -> None:
+        """Delete these dead letters of `index` (their documents went in) and refresh, so that a
+        listing right after no longer shows them."""
+        if not letters:
+            return
+        name = index + DEAD_LETTER_SUFFIX
+        actions = [_Action(PendingWrite(name, d.letter_id, None, 0),
+                           _line({"delete": {"_index": name, "_id": d.letter_id}}).encode()) for d in letters]
+        retries = _Retries(self.policies, self._stop, self.where, self._log, self._scrub)
+        self._send(actions, FlushReport(), retries)
+        self.refresh(name)
+
     # --- writes -----------------------------------------------------------------------------------
 
     def write(self, index: str, doc_id: DocId, doc: dict | str | None, version: int) -> None:
@@ -369,15 +508,28 @@ class OpenSearchSink:
         if not writes:
             return report
         retries = _Retries(self.policies, self._stop, self.where, self._log, self._scrub)
-        outcome = self._send([_encode(w) for w in writes], report, retries)
-        report.written, report.deleted, report.conflicts = outcome.written, outcome.deleted, outcome.conflicts
-        if outcome.rejected:
-            self._reject(outcome.rejected, report, retries)
+        actions: list[_Action] = []
+        too_long: list[tuple[PendingWrite, str]] = []
+        for w in writes:
+            reason = _id_too_long(w.doc_id)
+            if reason is None:
+                actions.append(_encode(w))
+            elif w.doc is None:
+                report.deleted += 1  # no document can have that id: the delete is done
+            else:
+                too_long.append((w, reason))  # never sent: OpenSearch would fail the whole request
+        outcome = self._send(actions, report, retries)
+        report.written, report.conflicts = outcome.written, outcome.conflicts
+        report.deleted += outcome.deleted
+        if too_long or outcome.rejected:
+            self._reject(too_long + outcome.rejected, report, retries)
         report.seconds = time.monotonic() - started
         return report
 
     def _reject(self, rejected: list[tuple[PendingWrite, str]], report: FlushReport,
                 retries: _Retries) -> None:
+        """Apply the rejection policy; under skip and dead_letter, also delete the rejected documents'
+        previous versions unless `item_rejection_keeps` is `previous`."""
         policy = self.policies.item_rejection
         if policy == "fail":
             write, reason = rejected[0]
@@ -390,11 +542,20 @@ class OpenSearchSink:
             else:
                 self._log.warning("dead-lettered %s/%s to %s%s, rejected: %s",
                                   write.index, write.doc_id, write.index, DEAD_LETTER_SUFFIX, reason)
-        if policy == "dead_letter":
-            self._dead_letter(rejected, report, retries)
+        actions = self._dead_letters_of(rejected) if policy == "dead_letter" else []
+        if self.policies.item_rejection_keeps == "none":
+            # at the rejected write's version: a newer version already there stays (a 409)
+            actions += [_encode(PendingWrite(w.index, w.doc_id, None, w.version))
+                        for w, _ in rejected if _id_too_long(w.doc_id) is None]
+        if not actions:
+            return
+        outcome = self._send(actions, report, retries)
+        if outcome.rejected:
+            write, reason = outcome.rejected[0]
+            raise SinkError(f"the dead-letter index {write.index} refused {write.doc_id}: {reason}")
 
-    def _dead_letter(self, rejected: list[tuple[PendingWrite, str]], report: FlushReport,
-                     retries: _Retries) -> None:
+    def _dead_letters_of(self, rejected: list[tuple[PendingWrite, str]]) -> list[_Action]:
+        """The dead letters of `rejected`, their indexes created first."""
         failed_at = datetime.now(UTC).isoformat()
         with self._dead_letter_lock:  # two detached flushes may reject at once
             for write, _ in rejected:
@@ -402,10 +563,7 @@ class OpenSearchSink:
                 if index not in self._dead_letter_indexes:
                     self.ensure_index(index, DEAD_LETTER_MAPPING)
                     self._dead_letter_indexes.add(index)
-        outcome = self._send([_encode_dead_letter(w, r, failed_at) for w, r in rejected], report, retries)
-        if outcome.rejected:
-            write, reason = outcome.rejected[0]
-            raise SinkError(f"the dead-letter index {write.index} refused {write.doc_id}: {reason}")
+        return [_encode_dead_letter(w, r, failed_at) for w, r in rejected]
 
     def _send(self, actions: list[_Action], report: FlushReport, retries: _Retries) -> _Outcome:
         """Bulk-send `actions`, resending items refused with 429/5xx, and classify every outcome."""
@@ -413,6 +571,7 @@ class OpenSearchSink:
         while actions:
             again: list[_Action] = []
             last = ""
+            wide: IndexWide | None = None
             for chunk in _chunks(actions, self.config.max_bulk_bytes):
                 reply = self._bulk(chunk, report, retries)
                 if not reply.get("errors"):
@@ -433,13 +592,19 @@ class OpenSearchSink:
                             outcome.written += 1
                     elif status == 409:
                         outcome.conflicts += 1  # a newer version is there already
+                    elif (found := index_wide(action.write.index, status, error)) is not None:
+                        again.append(action)  # the index cannot take writes: a flush error, never a rejection
+                        wide = wide or found
                     elif _retryable(status):
                         again.append(action)
                         last = f"{status} {_reason(error)}"
                     else:
                         outcome.rejected.append((action.write, _reason(error)))
             if again:
-                retries.wait(f"bulk write of {len(again)} refused items", last)
+                if wide is not None:
+                    retries.wait(f"bulk write of {len(again)} refused items", wide.cause, wide.fix)
+                else:
+                    retries.wait(f"bulk write of {len(again)} refused items", last)
             actions = again
         return outcome
 
@@ -450,10 +615,15 @@ class OpenSearchSink:
             try:
                 reply = self.client.bulk(body=body, params={"filter_path": _BULK_FILTER})
             except TransportError as err:
+                wide = self._request_index_wide(err, chunk)
+                if wide is not None and err.status_code != 401:
+                    retries.wait("bulk write", wide.cause, wide.fix)
+                    continue
                 if not self._transient(err):
                     raise SinkError(
                         f"bulk write at {self.where} failed: {self._scrub(_describe(err))}"
                         + (" (lower sink.max_bulk_bytes)" if err.status_code == 413 else "")
+                        + (f": {wide.fix}" if wide is not None else "")
                     ) from err
                 retries.wait("bulk write", _describe(err))
                 continue
@@ -465,6 +635,16 @@ class OpenSearchSink:
             return reply
 
     # --- helpers ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _request_index_wide(err: TransportError, chunk: list[_Action]) -> IndexWide | None:
+        """A whole bulk request refused for a reason about its indexes (a block, no permission)."""
+        if isinstance(err, TransportConnectionError):
+            return None
+        info = err.info if isinstance(err.info, dict) else {}
+        error = info.get("error") if isinstance(info.get("error"), dict) else {"reason": str(err.error)}
+        indexes = ", ".join(sorted({a.write.index for a in chunk}))
+        return index_wide(indexes, err.status_code, error)
 
     @staticmethod
     def _transient(err: TransportError) -> bool:

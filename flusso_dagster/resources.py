@@ -31,6 +31,7 @@ from dagster import (
 from flusso_engine.config import FlussoConfig, load_config
 from flusso_engine.engine import Engine, IndexStatus
 from flusso_engine.error import FlussoError
+from flusso_engine.health import SlotHealth, slot_health
 from flusso_engine.observer import BackfillReport, LoggingObserver, Observer
 
 from .observer import DagsterObserver
@@ -134,6 +135,21 @@ class FlussoResource(ConfigurableResource):
         with self.engine(observer=LoggingObserver()) as engine:
             info = engine.capture.slot_info()
             return engine.unseeded(created=info is None or info.wal_status == "lost")
+
+    def slot_health(self) -> SlotHealth:
+        """The slot's health as `flusso status` judges it, from one short connection (no engine: it
+        must answer while live_capture is down, and cheaply, on every tick of its sensor)."""
+        import psycopg
+
+        config = self.config.load()
+        dsn = config.source.dsn.get_secret_value()
+        try:
+            with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+                return slot_health(conn, dsn, config.source.slot, config.slot.warn_lag)
+        except psycopg.Error as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise Failure(description=f"cannot read the health of slot {config.source.slot}: {first}. "
+                                      "Check that PostgreSQL is up and source.dsn is right") from None
 
     # --- for the live_capture job ---------------------------------------------------------
 

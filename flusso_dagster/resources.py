@@ -35,6 +35,7 @@ from flusso_engine.health import SlotHealth, slot_health
 from flusso_engine.observer import BackfillReport, LoggingObserver, Observer
 
 from .observer import DagsterObserver
+from .process import Worker
 from .project import SECRET_VARS
 
 T = TypeVar("T")
@@ -201,6 +202,7 @@ class Heartbeat:
         self.state = "starting"
         self._last = (time.monotonic(), 0, 0)
         self._lag_seen = 0.0
+        self._worker = Worker.current().metadata()  # for the keeper, to end this process if it goes stale
 
     def maybe_beat(self) -> None:
         """Beat when the engine has measured the lag again (every `every` s), or `every` s passed
@@ -228,6 +230,7 @@ class Heartbeat:
             "documents_per_s": round((documents - documents_then) / seconds, 1),
             "changes_per_s": round((changes - changes_then) / seconds, 1),
             "documents_total": documents,
+            **self._worker,
         }
         if lag is not None and lag_at is not None:
             self._lag_seen = lag_at

@@ -216,3 +216,32 @@ def test_an_invalidated_slot_is_critical_names_the_recovery_and_the_recovery_wor
     code, status = _status(config)
     assert (code, status["health"], status["wal_status"]) == (0, "ok", "reserved"), status
     wait_converged(opensearch, config)
+
+
+def test_the_check_executed_by_hand_fails_with_the_slot_numbers_and_records_an_observation(fresh_db, tmp_path):
+    from dagster import AssetSelection, Definitions, define_asset_job
+
+    from flusso_dagster.assets import flusso_live
+    from flusso_dagster.slot_health import build_slot_check
+
+    sql(fresh_db, "CREATE TABLE item (id int PRIMARY KEY, name text)",
+        "SELECT pg_create_logical_replication_slot('t_by_hand', 'pgoutput')")
+    _write_wal(fresh_db)
+    config = tmp_path / "flusso.yaml"
+    config.write_text(yaml.safe_dump({
+        "source": {"dsn": fresh_db, "slot": "t_by_hand", "publication": "t_by_hand"}, "sink": {"type": "stdout"},
+        "slot": {"warn_lag": "1MB"}, "indexes": {"items": {"table": "item", "key": ["id"], "fields": {"name": "name"}}},
+    }))
+    project = Project.from_env(config, env={})
+    key = AssetCheckKey(AssetKey(LIVE_ASSET), SLOT_CHECK)
+    job = define_asset_job("slot_check", selection=AssetSelection.checks(key))
+    defs = Definitions(assets=[flusso_live], asset_checks=[build_slot_check()], jobs=[job],
+                       resources={"flusso": flusso_resource(project)})
+    with instance_for_test() as instance:
+        result = defs.resolve_job_def("slot_check").execute_in_process(instance=instance)
+        (evaluation,) = result.get_asset_check_evaluations()
+        assert not evaluation.passed and evaluation.severity == AssetCheckSeverity.WARN
+        assert "slot t_by_hand: inactive, lag" in evaluation.description
+        assert "warning: slot t_by_hand is inactive and holds" in evaluation.description
+        (observed,) = instance.fetch_observations(AssetKey(LIVE_ASSET), limit=5).records
+        assert observed.asset_observation.metadata["lag_bytes"].value >= MB

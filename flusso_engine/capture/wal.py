@@ -126,7 +126,11 @@ def read_slot(conn: psycopg.Connection, slot: str) -> tuple[WalServer, SlotInfo 
      exists, plugin, kind, database, active, pid, confirmed, restart, wal_status, safe) = row
     wal_dir = None
     if monitor:
-        wal_dir = conn.execute("SELECT coalesce(sum(size), 0)::bigint FROM pg_ls_waldir()").fetchone()[0]
+        try:
+            with conn.transaction():  # a savepoint: a refusal must not abort the caller's transaction
+                wal_dir = conn.execute("SELECT coalesce(sum(size), 0)::bigint FROM pg_ls_waldir()").fetchone()[0]
+        except errors.InsufficientPrivilege:  # a managed service's restricted pg_monitor
+            wal_dir = None
     current_i = lsn_to_int(current)
     server = WalServer(
         current=current_i, max_slot_wal_keep_size=None if keep < 0 else int(keep), max_wal_size=int(max_wal),

@@ -97,7 +97,8 @@ flusso_live = AssetSpec(
     group_name="flusso",
     kinds={"postgres"},
     description=(
-        "The live capture of the replication slot. Each observation is a heartbeat of the "
-        "live_capture run: slot lag in bytes, confirmed LSN and throughput."
+        "The live capture of the replication slot. Its observations are the heartbeats of the "
+        "live_capture run (slot lag in bytes, confirmed LSN and throughput) and the readings of "
+        "slot_health_sensor (lag, safe_wal_size, wal_status), which also evaluates its slot_health check."
     ),
 )

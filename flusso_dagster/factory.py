@@ -13,6 +13,7 @@ from .project import SECRET_VARS, Project
 from .resources import FlussoConfigResource, FlussoResource
 from .schedules import build_reseed
 from .sensors import build_keeper, build_seed_sensor
+from .slot_health import build_slot_check, build_slot_health_sensor
 
 
 def flusso_resource(project: Project) -> FlussoResource:
@@ -29,9 +30,10 @@ def build_definitions(project: Project | None = None) -> Definitions:
     live_capture = build_live_capture(project)
     return Definitions(
         assets=[search_index, flusso_live],
-        asset_checks=[build_checks(search_index, partitions)],
+        asset_checks=[build_checks(search_index, partitions), build_slot_check()],
         jobs=[live_capture],
-        sensors=[build_keeper(live_capture, project), build_seed_sensor(search_index)],
+        sensors=[build_keeper(live_capture, project), build_seed_sensor(search_index),
+                 build_slot_health_sensor(project)],
         schedules=[build_reseed(search_index, project)],
         resources={"flusso": flusso_resource(project)},
     )

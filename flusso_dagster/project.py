@@ -42,6 +42,7 @@ class Project:
     indexes: tuple[str, ...]
     slot: str
     heartbeat_s: float = 60.0
+    slot_check_s: float = 60.0  # how often slot_health_sensor reads the slot's health
     reseed_cron: str = "0 3 * * 0"
     reseed_indexes: tuple[str, ...] = ()
 
@@ -57,6 +58,7 @@ class Project:
             indexes=indexes,
             slot=slot,
             heartbeat_s=float(env.get("FLUSSO_HEARTBEAT_S") or 60.0),
+            slot_check_s=float(env.get("FLUSSO_SLOT_CHECK_S") or 60.0),
             reseed_cron=env.get("FLUSSO_RESEED_CRON") or "0 3 * * 0",
             reseed_indexes=reseed,
         )

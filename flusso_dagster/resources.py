@@ -31,9 +31,11 @@ from dagster import (
 from flusso_engine.config import FlussoConfig, load_config
 from flusso_engine.engine import Engine, IndexStatus
 from flusso_engine.error import FlussoError
+from flusso_engine.health import SlotHealth, slot_health
 from flusso_engine.observer import BackfillReport, LoggingObserver, Observer
 
 from .observer import DagsterObserver
+from .process import Worker
 from .project import SECRET_VARS
 
 T = TypeVar("T")
@@ -135,6 +137,21 @@ class FlussoResource(ConfigurableResource):
             info = engine.capture.slot_info()
             return engine.unseeded(created=info is None or info.wal_status == "lost")
 
+    def slot_health(self) -> SlotHealth:
+        """The slot's health as `flusso status` judges it, from one short connection (no engine: it
+        must answer while live_capture is down, and cheaply, on every tick of its sensor)."""
+        import psycopg
+
+        config = self.config.load()
+        dsn = config.source.dsn.get_secret_value()
+        try:
+            with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+                return slot_health(conn, dsn, config.source.slot, config.slot.warn_lag)
+        except psycopg.Error as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise Failure(description=f"cannot read the health of slot {config.source.slot}: {first}. "
+                                      "Check that PostgreSQL is up and source.dsn is right") from None
+
     # --- for the live_capture job ---------------------------------------------------------
 
     def run_live(self, context: OpExecutionContext, stop: threading.Event | None = None) -> None:
@@ -185,6 +202,7 @@ class Heartbeat:
         self.state = "starting"
         self._last = (time.monotonic(), 0, 0)
         self._lag_seen = 0.0
+        self._worker = Worker.current().metadata()  # for the keeper, to end this process if it goes stale
 
     def maybe_beat(self) -> None:
         """Beat when the engine has measured the lag again (every `every` s), or `every` s passed
@@ -212,6 +230,7 @@ class Heartbeat:
             "documents_per_s": round((documents - documents_then) / seconds, 1),
             "changes_per_s": round((changes - changes_then) / seconds, 1),
             "documents_total": documents,
+            **self._worker,
         }
         if lag is not None and lag_at is not None:
             self._lag_seen = lag_at

@@ -6,9 +6,8 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from dagster import (
-    AssetKey,
-    AssetRecordsFilter,
     AssetsDefinition,
+    DagsterEventType,
     DagsterInstance,
     DagsterRunStatus,
     DefaultSensorStatus,
@@ -23,8 +22,9 @@ from dagster import (
 )
 
 from .assets import IN_FLIGHT, index_runs
+from .process import Worker, this_machine
 from .project import INDEX_TAG, SLOT_TAG, Project
-from .resources import LIVE_ASSET, FlussoResource
+from .resources import FlussoResource
 
 KEEPER_STATUSES = [
     DagsterRunStatus.QUEUED,
@@ -35,22 +35,56 @@ KEEPER_STATUSES = [
 SEED_RETRY_AFTER = timedelta(minutes=10)
 
 
-def last_heartbeat(instance: DagsterInstance, record: RunRecord) -> float:
-    """When the run last proved alive: its latest `flusso_live` observation, else its start."""
+def last_heartbeat(instance: DagsterInstance, record: RunRecord) -> tuple[float, Worker | None]:
+    """When the run last proved alive (its latest `flusso_live` observation, else its start), and
+    which process its worker is. Read from the run's own events: other slots' runs beat too."""
     started = record.start_time or record.create_timestamp.timestamp()
-    observed = instance.fetch_observations(
-        AssetRecordsFilter(asset_key=AssetKey(LIVE_ASSET), after_timestamp=started), limit=10
-    )
-    beats = [r.timestamp for r in observed.records if r.run_id == record.dagster_run.run_id]
-    return max([started, *beats])
+    beats = instance.get_records_for_run(record.dagster_run.run_id, of_type=DagsterEventType.ASSET_OBSERVATION,
+                                         ascending=False, limit=1).records
+    if not beats:
+        return started, None
+    entry = beats[0].event_log_entry
+    data = entry.dagster_event.event_specific_data if entry.dagster_event else None
+    observation = getattr(data, "asset_observation", None)
+    worker = Worker.from_metadata(observation.metadata) if observation is not None else None
+    return max(started, entry.timestamp), worker
+
+
+def replace_stale(instance: DagsterInstance, record: RunRecord, worker: Worker | None, why: str,
+                  grace_s: float) -> str:
+    """End a run whose heartbeat went stale, so that it lets go of the slot; then mark it failed.
+
+    First the run launcher's termination (which on Kubernetes or Docker removes the worker); a worker
+    on this machine (the default launcher) gets `grace_s` to stop, then SIGKILL: a paused or stuck
+    process answers nothing else, and keeps the slot while it lives. Nothing is lost by killing it:
+    the slot was acknowledged only up to what OpenSearch had flushed. Returns what was done.
+    """
+    run = record.dagster_run
+    done = []
+    try:
+        if instance.run_launcher.terminate(run.run_id):
+            done.append("asked the run launcher to terminate it")
+    except Exception as err:  # noqa: BLE001 - the code server may be gone with the worker
+        done.append(f"the run launcher could not terminate it ({type(err).__name__})")
+    if worker is not None and worker.alive_here():
+        done.append(worker.end(grace_s))
+    elif worker is not None and worker.machine != this_machine():
+        done.append(f"its worker runs on {worker.machine}, not here: the run launcher must end it")
+    current = instance.get_run_by_id(run.run_id)
+    if current is not None and not current.is_finished:
+        instance.report_run_failed(current, f"{why}: the run's worker is presumed dead or stuck; "
+                                            f"{'; '.join(done) or 'no process to end'}. live_capture_keeper "
+                                            "starts a new run")
+    return "; ".join(done)
 
 
 def keep_alive(instance: DagsterInstance, job_name: str, slot: str, stale_after_s: float,
-               now: float | None = None) -> RunRequest | SkipReason:
+               now: float | None = None, grace_s: float = 10.0) -> RunRequest | SkipReason:
     """A run request unless a live run of the slot is queued, starting, alive or canceling.
 
-    A STARTED run whose heartbeat is older than `stale_after_s` is marked failed first: under the
-    default run launcher a worker that died hard leaves its run STARTED for ever.
+    A STARTED or CANCELING run whose heartbeat is older than `stale_after_s` is ended first
+    (`replace_stale`): under the default run launcher a worker that died hard leaves its run STARTED
+    for ever, and one that is paused or stuck would keep the slot from the new run.
     """
     now = time.time() if now is None else now
     replaced: list[str] = []
@@ -59,19 +93,19 @@ def keep_alive(instance: DagsterInstance, job_name: str, slot: str, stale_after_
         RunsFilter(job_name=job_name, tags={SLOT_TAG: slot}, statuses=KEEPER_STATUSES)
     ):
         run = record.dagster_run
-        if run.status != DagsterRunStatus.STARTED:
+        if run.status not in (DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING):
             busy = busy or SkipReason(f"run {run.run_id} of {job_name} is {run.status.value.lower()} "
                                       f"on slot {slot}")
             continue
-        age = now - last_heartbeat(instance, record)
+        beat, worker = last_heartbeat(instance, record)
+        age = now - beat
         if age > stale_after_s:
-            instance.report_run_failed(
-                run, f"no heartbeat for {age:.0f}s (bound {stale_after_s:.0f}s): the run's worker is "
-                     "presumed dead; live_capture_keeper starts a new run"
-            )
+            replace_stale(instance, record, worker,
+                          f"no heartbeat for {age:.0f}s (bound {stale_after_s:.0f}s)", grace_s)
             replaced.append(run.run_id)
         else:
-            busy = busy or SkipReason(f"run {run.run_id} of {job_name} is in progress on slot {slot} "
+            state = "in progress" if run.status == DagsterRunStatus.STARTED else "canceling"
+            busy = busy or SkipReason(f"run {run.run_id} of {job_name} is {state} on slot {slot} "
                                       f"(last heartbeat {age:.0f}s ago)")
     if busy is not None:
         return busy
@@ -90,7 +124,7 @@ def build_keeper(live_capture: JobDefinition, project: Project) -> SensorDefinit
         default_status=DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=30,
         description=f"Starts live_capture whenever no run of it is queued or in progress on slot "
-                    f"{project.slot}; replaces a run without a heartbeat for {stale_after_s:.0f}s.",
+                    f"{project.slot}; ends and replaces a run without a heartbeat for {stale_after_s:.0f}s.",
     )
     def live_capture_keeper(context: SensorEvaluationContext) -> RunRequest | SkipReason:
         return keep_alive(context.instance, live_capture.name, project.slot, stale_after_s)

@@ -22,6 +22,7 @@ from .error import ConfigError, FlussoError, Problem, SinkError, SourceError
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_CONFIG, EXIT_RUNTIME = 0, 1, 2
+EXIT_ATTENTION = 3  # `status`: the slot needs attention (health warning or critical)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     bf = cmd("backfill", "backfill unseeded indexes (all with --force), with a progress bar")
     bf.add_argument("--index", action="append", help="only this index (repeatable)")
     bf.add_argument("--force", action="store_true", help="reseed even a seeded index")
-    st = cmd("status", "slot lag and, per index, seeded state, documents and root rows")
+    st = cmd("status", "slot health and, per index, seeded state, documents and root rows (exit 3: the slot "
+                       "needs attention)")
     st.add_argument("--json", action="store_true")
     td = cmd("teardown", "drop the replication slot and the publication")
     td.add_argument("--yes", action="store_true", help="do not ask")
@@ -111,18 +113,24 @@ def _engine(config: FlussoConfig, stop: threading.Event, progress: bool = False)
 
 
 def _status(config: FlussoConfig, as_json: bool) -> int:
+    from .health import judge, local_disk
+
     engine = _engine(config, threading.Event())
     try:
-        info = engine.capture.slot_info()
+        server, info = engine.capture.wal_state()
         indexes = [engine.index_status(i) for i in config.indexes]
     finally:
         engine.close()
+    health = judge(config.source.slot, server, info, config.slot.warn_lag,
+                   local_disk(server, config.source.dsn.get_secret_value()))
+    code = EXIT_OK if health.ok else EXIT_ATTENTION
     data = {
         "slot": config.source.slot,
         "slot_exists": info is not None,
         "confirmed_lsn": int_to_lsn(info.confirmed_flush_lsn) if info and info.confirmed_flush_lsn else None,
         "lag_bytes": info.lag_bytes if info else None,
         "active": info.active if info else False,
+        **health.as_json(),
         "indexes": {
             s.index: {
                 "seeded": s.seeded,
@@ -135,24 +143,41 @@ def _status(config: FlussoConfig, as_json: bool) -> int:
     }
     if as_json:
         print(json.dumps(data, indent=2))
-        return EXIT_OK
+        return code
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    console = Console()
+    from .health import human_bytes
+
+    console = Console(soft_wrap=True)  # a reason is one line, whatever the terminal's width
     if info is None:
         console.print(f"slot [bold]{config.source.slot}[/]: not created yet (`flusso run` creates it)")
     else:
+        safe = human_bytes(info.safe_wal_size) if info.safe_wal_size is not None else "unbounded"
         console.print(
             f"slot [bold]{config.source.slot}[/]: confirmed {data['confirmed_lsn']}, "
-            f"lag {info.lag_bytes} bytes, {'active' if info.active else 'inactive'}"
+            f"lag {human_bytes(info.lag_bytes)} ({info.lag_bytes} bytes), {'active' if info.active else 'inactive'}, "
+            f"wal_status {info.wal_status}, safe_wal_size {safe}"
         )
+    keep, disk = server.max_slot_wal_keep_size, health.disk
+    facts = [f"max_slot_wal_keep_size {human_bytes(keep) if keep is not None else 'unset (-1)'}",
+             f"max_wal_size {human_bytes(server.max_wal_size)}"]
+    if disk.wal_dir_bytes is not None:
+        facts.append(f"pg_wal holds {human_bytes(disk.wal_dir_bytes)}")
+    facts.append(f"disk free {human_bytes(disk.free_bytes)} of {human_bytes(disk.total_bytes)}"
+                 if disk.free_bytes is not None else f"disk free {disk.note}")
+    console.print("server: " + ", ".join(facts), markup=False)
+    style = {"critical": "bold red", "warning": "bold yellow", "advice": "cyan", "ok": "bold green"}
+    for reason in health.reasons:
+        console.print(f"[{style[reason.level]}]{reason.level}[/]: {escape(reason.message)}. Fix: {escape(reason.fix)}")
+    console.print(f"health: [{style[health.level]}]{health.level}[/]")
     table = Table("index", "seeded", "documents", "root rows", "definition")
     for s in indexes:
         table.add_row(s.index, "yes" if s.seeded else "no", str(s.documents), str(s.rows),
                       "current" if s.definition_current else "changed: reseed")
     console.print(table)
-    return EXIT_OK
+    return code
 
 
 def _dead_letters(config: FlussoConfig, only: Sequence[str] | None, replay: bool) -> int:

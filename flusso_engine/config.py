@@ -227,9 +227,44 @@ class IndexConfig(_Strict):
         return _one_or_many(v)
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 0, "kb": 1, "kib": 1, "mb": 2, "mib": 2, "gb": 3, "gib": 3, "tb": 4, "tib": 4}
+
+
+def parse_size(value: Any) -> int:
+    """A size in bytes from a number of bytes or a text like "1GB", "512 MB" (PostgreSQL's units: 1GB = 1024^3)."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a size, got {value!r}: write e.g. 1GB, 512MB or a number of bytes")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, float) and value.is_integer():
+        size = int(value)
+    elif isinstance(value, str) and (m := _SIZE.match(value)):
+        size = int(float(m.group(1)) * 1024 ** _SIZE_UNITS[(m.group(2) or "b").lower()])
+    else:
+        shown = f'"{value}"' if isinstance(value, str) else repr(value)
+        raise ValueError(f"{shown[:40]} is not a size: write e.g. 1GB, 512MB or a number of bytes")
+    if size < 0:
+        raise ValueError(f"{value!r} is negative: give a size of at least 0, e.g. 1GB")
+    return size
+
+
+class SlotConfig(_Strict):
+    """How `flusso status`, `validate` and the Dagster slot check judge the slot's health."""
+
+    # an inactive slot holding more WAL than this (bytes, or "1GB") needs attention
+    warn_lag: int = 1024**3
+
+    @field_validator("warn_lag", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> int:
+        return parse_size(v)
+
+
 class FlussoConfig(_Strict):
     source: SourceConfig
     sink: SinkConfig
+    slot: SlotConfig = Field(default_factory=SlotConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
     queue: QueueConfig = Field(default_factory=QueueConfig)
     failures: FailuresConfig = Field(default_factory=FailuresConfig)

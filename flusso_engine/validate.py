@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from .capture.wal import SlotInfo, WalServer, read_slot
 from .catalog import Catalog, Column, Table, read_catalog
 from .config import FlussoConfig, RelationConfig, did_you_mean, qualify, relation_path, split_table
 from .documents.sql import needs_full_identity
 from .error import ConfigError, Problem
+from .health import SET_KEEP, judge
 
 _ACTIONS = ("insert", "update", "delete", "truncate")
 _PLAIN_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -342,6 +344,8 @@ class Server:
     publication: Publication | None
     access: dict[str, TableAccess]  # by qualified name, for the config's existing tables
     relations: dict[str, str] = field(default_factory=dict)  # every table and view: "table" | "view"
+    wal: WalServer | None = None  # the WAL settings read with the slot (capture.wal.read_slot)
+    slot_info: SlotInfo | None = None  # the slot's positions and wal_status, for its health
 
 
 _SERVER = """
@@ -350,9 +354,6 @@ SELECT current_user, current_database(), r.rolsuper, r.rolreplication,
        current_setting('wal_level'), current_setting('max_replication_slots')::int,
        current_setting('max_wal_senders')::int, (SELECT count(*) FROM pg_replication_slots)
 FROM pg_roles r WHERE r.rolname = current_user
-"""
-_SLOT = """
-SELECT plugin, slot_type, database, wal_status, active_pid FROM pg_replication_slots WHERE slot_name = %s
 """
 _PUBLICATION = """
 SELECT pg_has_role(p.pubowner, 'MEMBER'), p.puballtables,
@@ -384,7 +385,7 @@ def read_server(conn: psycopg.Connection, config: FlussoConfig, catalog: Catalog
     row = conn.execute(_SERVER).fetchone()
     assert row is not None  # current_user is always a role
     user, database, superuser, replication, create, wal_level, max_slots, max_senders, used = row
-    slot_row = conn.execute(_SLOT, (config.source.slot,)).fetchone()
+    wal, info = read_slot(conn, config.source.slot)
     pub_row = conn.execute(_PUBLICATION, (config.source.publication,)).fetchone()
     access = {
         name: TableAccess(owned=owned, readable=readable)
@@ -401,7 +402,7 @@ def read_server(conn: psycopg.Connection, config: FlussoConfig, catalog: Catalog
         max_replication_slots=max_slots,
         max_wal_senders=max_senders,
         slots_used=used,
-        slot=Slot(*slot_row) if slot_row else None,
+        slot=Slot(info.plugin, info.slot_type, info.database, info.wal_status, info.active_pid) if info else None,
         publication=(
             Publication(pub_row[0], pub_row[1], frozenset(pub_row[2]), frozenset(pub_row[3]))
             if pub_row
@@ -409,6 +410,8 @@ def read_server(conn: psycopg.Connection, config: FlussoConfig, catalog: Catalog
         ),
         access=access,
         relations=relations,
+        wal=wal,
+        slot_info=info,
     )
 
 
@@ -424,6 +427,7 @@ def judge_server(config: FlussoConfig, catalog: Catalog, server: Server, report:
             )
         )
     _judge_slot(config, server, report)
+    _judge_slot_health(config, server, report)
     _judge_publication(config, catalog, server, report)
     _judge_access(config, catalog, server, report)
 
@@ -498,6 +502,22 @@ def _judge_slot(config: FlussoConfig, server: Server, report: ValidationReport) 
         )
     else:
         report.notes.append(f"replication slot {name} exists: `flusso run` resumes from it")
+
+
+def _judge_slot_health(config: FlussoConfig, server: Server, report: ValidationReport) -> None:
+    """What `flusso status` would warn about the slot (an inactive slot holding WAL, a slot at risk),
+    and an unset max_slot_wal_keep_size, as notes: none of them stops a run."""
+    if server.wal is None:
+        return
+    health = judge(config.source.slot, server.wal, server.slot_info, config.slot.warn_lag)
+    for reason in health.reasons:
+        if reason.code != "slot_lost":  # _judge_slot says what an invalidated slot means for `run`
+            report.notes.append(f"{reason.message}. Fix: {reason.fix}")
+    if server.slot_info is None and server.wal.max_slot_wal_keep_size is None:
+        report.notes.append(
+            "max_slot_wal_keep_size is unset (-1): the slot `flusso run` creates will keep WAL without bound "
+            f"while flusso is stopped. Fix: {SET_KEEP}"
+        )
 
 
 def _judge_publication(

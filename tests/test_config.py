@@ -302,6 +302,24 @@ def test_non_integer_batch_size() -> None:
     )
 
 
+@pytest.mark.parametrize(("written", "size"), [
+    ("1GB", 1024**3), ("512 MB", 512 * 1024**2), ("1.5GiB", 3 * 1024**3 // 2), ("64kB", 65536), (1000, 1000),
+])
+def test_slot_warn_lag_takes_a_size_in_bytes_or_with_a_unit(written: Any, size: int) -> None:
+    raw = example()
+    raw["slot"] = {"warn_lag": written}
+    assert parse_config(raw, ENV).slot.warn_lag == size
+    assert parse_config(example(), ENV).slot.warn_lag == 1024**3  # the default: 1 GB
+
+
+def test_slot_warn_lag_that_is_not_a_size() -> None:
+    raw = example()
+    raw["slot"] = {"warn_lag": "a lot"}
+    assert only_problem(raw) == Problem(
+        "slot.warn_lag", '"a lot" is not a size: write e.g. 1GB, 512MB or a number of bytes'
+    )
+
+
 def test_out_of_range_number() -> None:
     raw = example()
     raw["queue"]["capacity"] = 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -63,15 +64,16 @@ def _add_run(instance: DagsterInstance, job: str, status: DagsterRunStatus, tags
                                        remote_job_origin=origin.get_job_origin(job)))
 
 
-def _heartbeat(instance: DagsterInstance, run: DagsterRun) -> None:
+def _heartbeat(instance: DagsterInstance, run: DagsterRun, metadata: dict[str, str] | None = None,
+               at: float | None = None) -> None:
     """An observation of flusso_live by `run`, as live_capture's op records it."""
     event = DagsterEvent(
         event_type_value=DagsterEventType.ASSET_OBSERVATION.value,
         job_name=run.job_name,
-        event_specific_data=AssetObservationData(AssetObservation(asset_key=LIVE_ASSET)),
+        event_specific_data=AssetObservationData(AssetObservation(asset_key=LIVE_ASSET, metadata=metadata)),
     )
     instance.store_event(EventLogEntry(error_info=None, level="debug", user_message="", run_id=run.run_id,
-                                       timestamp=time.time(), dagster_event=event))
+                                       timestamp=time.time() if at is None else at, dagster_event=event))
 
 
 def test_definitions_validate(tmp_path):
@@ -92,10 +94,10 @@ def test_definitions_hold_the_asset_checks_job_sensors_and_schedule():
     defs = build_definitions(PROJECT)
     assert defs.resolve_assets_def("search_index").partitions_def.get_partition_keys() == ["books", "authors"]
     assert defs.resolve_job_def("live_capture").tags[SLOT_TAG] == "t_keeper"
-    assert {s.name for s in defs.sensors} == {"live_capture_keeper", "seed_sensor"}
+    assert {s.name for s in defs.sensors} == {"live_capture_keeper", "seed_sensor", "slot_health_sensor"}
     assert [s.name for s in defs.schedules] == ["reseed"]
     checks = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
-    assert checks == {"documents_match_rows", "definition_current"}
+    assert checks == {"documents_match_rows", "definition_current", "slot_health"}
 
 
 def test_keeper_requests_a_run_when_none_is_running(instance):
@@ -132,6 +134,68 @@ def test_keeper_replaces_a_started_run_whose_heartbeat_is_stale(instance):
     assert isinstance(stale, RunRequest)
     assert stale.tags["flusso/replaces"] == run.run_id
     assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.FAILURE
+
+
+def test_keeper_reads_each_runs_own_heartbeat_so_ten_busier_slots_do_not_make_it_look_stale(instance):
+    from flusso_dagster.sensors import keep_alive
+
+    mine = _add_run(instance, "live_capture", DagsterRunStatus.STARTED, {SLOT_TAG: "t_keeper"})
+    beat = time.time() + 100  # long after the run started: only this heartbeat keeps it from being stale
+    _heartbeat(instance, mine, at=beat)
+    for i in range(10):  # ten other slots' runs, each beating more recently, several times
+        other = _add_run(instance, "live_capture", DagsterRunStatus.STARTED, {SLOT_TAG: f"slot_{i}"})
+        for k in range(3):
+            _heartbeat(instance, other, at=beat + 1 + k)
+    result = keep_alive(instance, "live_capture", "t_keeper", stale_after_s=30, now=beat + 20)
+    assert isinstance(result, SkipReason), result
+    assert re.search(r"last heartbeat 20s ago", result.skip_message)
+    assert instance.get_run_by_id(mine.run_id).status == DagsterRunStatus.STARTED
+
+
+@pytest.mark.parametrize("status", [DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING])
+def test_keeper_kills_a_paused_worker_of_a_stale_run_before_it_requests_a_new_one(instance, status):
+    from flusso_dagster.process import Worker, this_machine
+    from flusso_dagster.process import _started as started_at
+    from flusso_dagster.sensors import keep_alive
+
+    paused = subprocess.Popen(["sleep", "600"])
+    try:
+        os.kill(paused.pid, signal.SIGSTOP)  # alive, holding whatever it holds, answering nothing
+        run = _add_run(instance, "live_capture", status, {SLOT_TAG: "t_keeper"})
+        _heartbeat(instance, run, Worker(this_machine(), paused.pid, started_at(paused.pid)).metadata())
+        fresh = keep_alive(instance, "live_capture", "t_keeper", stale_after_s=30, grace_s=0.5)
+        assert isinstance(fresh, SkipReason) and paused.poll() is None
+
+        result = keep_alive(instance, "live_capture", "t_keeper", stale_after_s=30, now=time.time() + 31,
+                            grace_s=0.5)
+        assert paused.wait(10) == -signal.SIGKILL
+        assert isinstance(result, RunRequest) and result.tags["flusso/replaces"] == run.run_id
+        record = instance.get_run_by_id(run.run_id)
+        assert record.status == DagsterRunStatus.FAILURE
+        failure = [e.message for e in instance.all_logs(run.run_id) if e.dagster_event
+                   and e.dagster_event.event_type == DagsterEventType.RUN_FAILURE]
+        assert any(f"its worker (pid {paused.pid}) was killed" in m for m in failure), failure
+    finally:
+        if paused.poll() is None:
+            paused.kill()
+            paused.wait()
+
+
+def test_keeper_leaves_a_process_it_cannot_prove_is_the_worker(instance):
+    from flusso_dagster.process import Worker, this_machine
+    from flusso_dagster.sensors import keep_alive
+
+    bystander = subprocess.Popen(["sleep", "600"])
+    try:
+        run = _add_run(instance, "live_capture", DagsterRunStatus.STARTED, {SLOT_TAG: "t_keeper"})
+        _heartbeat(instance, run, Worker(this_machine(), bystander.pid, "12345").metadata())  # pid reused
+        result = keep_alive(instance, "live_capture", "t_keeper", stale_after_s=30, now=time.time() + 31,
+                            grace_s=0.1)
+        assert isinstance(result, RunRequest) and bystander.poll() is None
+        assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.FAILURE
+    finally:
+        bystander.kill()
+        bystander.wait()
 
 
 def test_seed_requests_exactly_the_unseeded_partitions_not_being_backfilled(instance):

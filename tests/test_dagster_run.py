@@ -263,3 +263,31 @@ def test_seed_sensor_requests_the_unseeded_index_until_it_is_seeded(project):
         with build_sensor_context(instance=instance, resources=resources) as context:
             skipped = sensor(context)
         assert isinstance(skipped, SkipReason) and skipped.skip_message == "every index is seeded"
+
+
+def test_keeper_ends_a_paused_live_run_that_holds_the_slot_and_frees_it_for_the_next(project, bookstore_db,
+                                                                                    tmp_path):
+    """A live_capture worker stopped with SIGSTOP is alive but answers nothing, and its connection keeps
+    the slot: marking its run failed is not enough. The keeper kills it, and the slot is free."""
+    from flusso_dagster.sensors import keep_alive
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    DagsterInstance.from_config(str(home)).dispose()
+    proc = _dagster(project, home, "job", "execute", "-j", "live_capture")
+    try:
+        _wait_for("the live run to hold the slot", lambda: _slot(bookstore_db, project.slot)[0])
+        with DagsterInstance.from_config(str(home)) as instance:
+            _wait_for("a heartbeat", lambda: instance.fetch_observations(AssetKey(LIVE_ASSET), limit=1).records)
+            os.killpg(proc.pid, signal.SIGSTOP)
+            (run,) = instance.get_runs(RunsFilter(job_name="live_capture"))
+            request = keep_alive(instance, "live_capture", project.slot, stale_after_s=3, now=time.time() + 60,
+                                 grace_s=1)
+            assert request.tags["flusso/replaces"] == run.run_id
+            assert proc.wait(10) == -signal.SIGKILL
+            assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.FAILURE
+        _wait_for("the slot to be released", lambda: not _slot(bookstore_db, project.slot)[0], timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -95,10 +95,10 @@ def test_webserver_shows_the_asset_partitions_checks_job_sensors_and_schedule(we
     assert assets[("search_index",)]["partitionKeys"] == ["books"]
     assert {c["name"] for c in assets[("search_index",)]["assetChecksOrError"]["checks"]} == {
         "documents_match_rows", "definition_current"}
-    assert ("flusso_live",) in assets
+    assert {c["name"] for c in assets[("flusso_live",)]["assetChecksOrError"]["checks"]} == {"slot_health"}
     assert "live_capture" in {j["name"] for j in repo["jobs"]}
     assert {s["name"]: s["sensorState"]["status"] for s in repo["sensors"]} == {
-        "live_capture_keeper": "RUNNING", "seed_sensor": "RUNNING"}
+        "live_capture_keeper": "RUNNING", "seed_sensor": "RUNNING", "slot_health_sensor": "RUNNING"}
     (reseed,) = repo["schedules"]
     assert (reseed["name"], reseed["cronSchedule"], reseed["scheduleState"]["status"]) == (
         "reseed", "0 3 * * 0", "STOPPED")

@@ -121,7 +121,8 @@ def test_correct_config_has_no_problems_and_notes_what_run_sets_up(db: str) -> N
     assert report.problems == []
     assert report.ok
     report.raise_for_problems()  # nothing to raise
-    assert report.notes == [
+    keep_size = [n for n in report.notes if n.startswith("max_slot_wal_keep_size is unset")]  # the server's
+    assert [n for n in report.notes if n not in keep_size] == [
         "replication slot flusso_test does not exist yet: `flusso run` creates it "
         "(and backfills every index)",
         "publication flusso_test does not exist yet: `flusso run` creates it for public.book, "
@@ -129,6 +130,21 @@ def test_correct_config_has_no_problems_and_notes_what_run_sets_up(db: str) -> N
         "public.review needs REPLICA IDENTITY FULL (old rows must carry book_id) and does not have it yet: "
         "`flusso run` sets it",
     ]
+
+
+def test_an_inactive_slot_holding_wal_and_an_unset_keep_size_are_noted_with_the_fix(db: str) -> None:
+    execute(db, "SELECT pg_create_logical_replication_slot('flusso_test', 'pgoutput')")
+    execute(db, "CREATE TABLE filler AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 20000) g")
+    execute(db, "SELECT pg_switch_wal()")
+    with psycopg.connect(db) as conn:
+        unset = conn.execute("SHOW max_slot_wal_keep_size").fetchone()[0] == "-1"
+    report = run_validate(db, config_for(db, lambda raw: raw.update(slot={"warn_lag": "1MB"})))
+    assert report.problems == []
+    (lag,) = [n for n in report.notes if n.startswith("slot flusso_test is inactive and holds")]
+    assert "above slot.warn_lag 1.0 MB" in lag and "Fix: restart capture (`flusso run`" in lag
+    assert "`flusso teardown --yes` drops it" in lag
+    keep = [n for n in report.notes if n.startswith("max_slot_wal_keep_size is unset (-1)")]
+    assert len(keep) == (1 if unset else 0) and all("ALTER SYSTEM SET max_slot_wal_keep_size" in n for n in keep)
 
 
 def test_existing_publication_and_full_identity_are_noted_as_done(db: str) -> None:

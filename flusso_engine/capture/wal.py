@@ -66,6 +66,20 @@ class _Lost(Exception):
 
 
 @dataclass(frozen=True)
+class WalServer:
+    """What the server says about its WAL, read with the slot: what bounds a slot, where the WAL lives."""
+
+    current: Position  # pg_current_wal_lsn()
+    max_slot_wal_keep_size: int | None  # bytes; None when -1 (unset: a slot may keep WAL without bound)
+    max_wal_size: int  # bytes
+    wal_segment_size: int  # bytes
+    data_directory: str | None  # None unless the role may read it (superuser, pg_read_all_settings)
+    port: int
+    started_at: int  # pg_postmaster_start_time(), epoch seconds: tells this server's data directory apart
+    wal_dir_bytes: int | None  # the size of pg_wal; None unless the role may list it (pg_monitor)
+
+
+@dataclass(frozen=True)
 class SlotInfo:
     """What `pg_replication_slots` says about the slot, positions as integers."""
 
@@ -78,6 +92,69 @@ class SlotInfo:
     current: Position  # pg_current_wal_lsn()
     lag_bytes: int | None  # current - confirmed_flush: the WAL the slot keeps from being recycled
     wal_status: str | None  # reserved | extended | unreserved | lost (lost: the slot is unusable)
+    safe_wal_size: int | None = None  # bytes of WAL before the slot is invalidated; None when unbounded
+    slot_type: str = "logical"
+    database: str | None = None
+
+    @property
+    def retained_bytes(self) -> int | None:
+        """current - restart_lsn: the WAL the server keeps for this slot (None once it was removed)."""
+        return None if self.restart_lsn is None else max(0, self.current - self.restart_lsn)
+
+
+# The one query of the slot and the server's WAL settings (a row even when the slot does not exist).
+_SLOT_QUERY = """
+SELECT pg_current_wal_lsn()::text, pg_size_bytes(current_setting('max_slot_wal_keep_size')),
+       pg_size_bytes(current_setting('max_wal_size')), pg_size_bytes(current_setting('wal_segment_size')),
+       (SELECT setting FROM pg_settings WHERE name = 'data_directory'), current_setting('port')::int,
+       extract(epoch FROM pg_postmaster_start_time())::bigint, pg_has_role('pg_monitor', 'USAGE'),
+       s.slot_name IS NOT NULL, s.plugin, s.slot_type, s.database, s.active, s.active_pid,
+       s.confirmed_flush_lsn::text, s.restart_lsn::text, s.wal_status, s.safe_wal_size
+FROM (SELECT 1) AS one LEFT JOIN pg_replication_slots s ON s.slot_name = %s
+"""
+
+
+def read_slot(conn: psycopg.Connection, slot: str) -> tuple[WalServer, SlotInfo | None]:
+    """The server's WAL settings and the slot (None if it does not exist), read-only.
+
+    Everything comes from what an ordinary replication role may read; what needs more (the data
+    directory, the size of pg_wal) is None instead of an error.
+    """
+    row = conn.execute(_SLOT_QUERY, (slot,)).fetchone()
+    assert row is not None  # the query always returns one row
+    (current, keep, max_wal, segment, data_dir, port, started, monitor,
+     exists, plugin, kind, database, active, pid, confirmed, restart, wal_status, safe) = row
+    wal_dir = None
+    if monitor:
+        try:
+            with conn.transaction():  # a savepoint: a refusal must not abort the caller's transaction
+                wal_dir = conn.execute("SELECT coalesce(sum(size), 0)::bigint FROM pg_ls_waldir()").fetchone()[0]
+        except errors.InsufficientPrivilege:  # a managed service's restricted pg_monitor
+            wal_dir = None
+    current_i = lsn_to_int(current)
+    server = WalServer(
+        current=current_i, max_slot_wal_keep_size=None if keep < 0 else int(keep), max_wal_size=int(max_wal),
+        wal_segment_size=int(segment), data_directory=data_dir, port=port, started_at=int(started),
+        wal_dir_bytes=None if wal_dir is None else int(wal_dir),
+    )
+    if not exists:
+        return server, None
+    confirmed_i = lsn_to_int(confirmed) if confirmed else None
+    info = SlotInfo(
+        slot=slot,
+        plugin=plugin,
+        active=bool(active),
+        active_pid=pid,
+        confirmed_flush_lsn=confirmed_i,
+        restart_lsn=lsn_to_int(restart) if restart else None,
+        current=current_i,
+        lag_bytes=None if confirmed_i is None else max(0, current_i - confirmed_i),
+        wal_status=wal_status,
+        safe_wal_size=None if safe is None else int(safe),
+        slot_type=kind,
+        database=database,
+    )
+    return server, info
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,28 +344,12 @@ class WalCapture:
 
     def slot_info(self) -> SlotInfo | None:
         """The slot as the server sees it, or None if it does not exist."""
+        return self.wal_state()[1]
+
+    def wal_state(self) -> tuple[WalServer, SlotInfo | None]:
+        """The server's WAL settings and the slot, for health reports (`read_slot`)."""
         with self._sql() as conn:
-            row = conn.execute(
-                "SELECT plugin, active, active_pid, confirmed_flush_lsn::text, restart_lsn::text, "
-                "pg_current_wal_lsn()::text, wal_status FROM pg_replication_slots WHERE slot_name = %s",
-                (self.slot,),
-            ).fetchone()
-        if row is None:
-            return None
-        plugin, active, pid, confirmed, restart, current, wal_status = row
-        confirmed_i = lsn_to_int(confirmed) if confirmed else None
-        current_i = lsn_to_int(current)
-        return SlotInfo(
-            slot=self.slot,
-            plugin=plugin,
-            active=bool(active),
-            active_pid=pid,
-            confirmed_flush_lsn=confirmed_i,
-            restart_lsn=lsn_to_int(restart) if restart else None,
-            current=current_i,
-            lag_bytes=None if confirmed_i is None else max(0, current_i - confirmed_i),
-            wal_status=wal_status,
-        )
+            return read_slot(conn, self.slot)
 
     def teardown(self) -> None:
         """Drop the slot (ending the server process that holds it, if any) and the publication."""

@@ -23,6 +23,7 @@ from .catalog import Catalog, Column, Table, read_catalog
 from .config import FlussoConfig, RelationConfig, did_you_mean, qualify, relation_path, split_table
 from .documents.sql import needs_full_identity
 from .error import ConfigError, Problem
+from .keys import KEY_FIX, key_type_problem
 
 _ACTIONS = ("insert", "update", "delete", "truncate")
 _PLAIN_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -139,8 +140,10 @@ def schema_problems(config: FlussoConfig, catalog: Catalog, relations: Mapping[s
             continue
         problems += _columns(table, f"{base}.key", index.key)
         problems += _field_columns(table, base, index.fields)
-        if not _missing(table, index.key) and not table.is_unique(index.key):
-            problems.append(Problem(f"{base}.key", _not_unique(table, index.key)))
+        if not _missing(table, index.key):
+            if not table.is_unique(index.key):
+                problems.append(Problem(f"{base}.key", _not_unique(table, index.key)))
+            problems += _key_problems(table, f"{base}.key", index.key)
     for edge in edges(config):
         problems += _edge_problems(edge, catalog, relations)
     return problems
@@ -267,6 +270,37 @@ def _comparable(a: Column, b: Column) -> bool:
     if a.base_type == b.base_type:
         return True
     return a.category == b.category and a.category in _COMPARABLE_CATEGORIES
+
+
+def _key_problems(table: Table, path: str, key: list[str]) -> list[Problem]:
+    """Key columns whose values cannot make a document id: a type without one text per value
+    (`keys.key_type_problem`), or NULL allowed (a unique index lets many rows be NULL, and a NULL
+    key has no id at all)."""
+    problems = []
+    for name in key:
+        column = table.columns[name]
+        reason = key_type_problem(column)
+        if reason is not None:
+            problems.append(
+                Problem(
+                    path,
+                    f"{table.qualified}.{name} is {column.type_name}, which cannot be part of a document "
+                    f"id ({reason}): {KEY_FIX}",
+                )
+            )
+    nullable = [c for c in key if not table.columns[c].not_null]
+    if nullable:
+        columns = ", ".join(f"ALTER COLUMN {_q(c)} SET NOT NULL" for c in nullable)
+        problems.append(
+            Problem(
+                path,
+                f"{_cols(nullable)} of {table.qualified} may be NULL, and a row whose key is NULL has no "
+                f"document id (a unique index lets any number of rows be NULL): make the key NOT NULL "
+                f"(ALTER TABLE {_qt(table.qualified)} {columns}) once no row holds a NULL there, or use "
+                "the primary key",
+            )
+        )
+    return problems
 
 
 def _not_unique(table: Table, key: list[str]) -> str:

@@ -4,9 +4,10 @@ A root row reaches an `_id` on four paths: the backfill's snapshot, the build st
 upward queries, and a live change from the slot. Live changes carry what pgoutput sends: each
 value's *output function* (`boolout` gives `t`, `bpcharout` keeps char(n)'s padding, `inet_out`
 leaves out a host's `/32`). So that is the canonical text of a key value on every path: in SQL it
-is `format('%s', col)` (format's `%s` calls the type's output function; `col::text` does not for
-bool, char(n), inet and cidr, whose casts to text are functions of their own), and `doc_id` joins
-those texts.
+is `concat(col)` (concat takes "any" and renders each argument with its type's output function;
+`col::text` does not for bool, char(n), inet and cidr, whose casts to text are functions of their
+own; `format('%s', col)` would do as well, but a `%` cannot pass through psycopg's placeholders),
+and `doc_id` joins those texts.
 
 Some output functions read session settings (timestamptz and `TimeZone`, dates and `DateStyle`,
 intervals and `IntervalStyle`, floats and `extra_float_digits`, bytea and `bytea_output`), so every
@@ -91,9 +92,9 @@ def pin_session(conn: psycopg.Connection) -> None:
 
 def key_text(columns: Sequence[sql.Composable]) -> sql.Composable:
     """The canonical text of each key column, as a select list: its output function's, NULL kept
-    NULL (format() would turn it into '', which a real empty key would collide with)."""
+    NULL (concat() would turn it into '', which a real empty key would collide with)."""
     return sql.SQL(", ").join(
-        sql.SQL("CASE WHEN {c} IS NULL THEN NULL ELSE format('%s', {c}) END").format(c=c) for c in columns
+        sql.SQL("CASE WHEN {c} IS NULL THEN NULL ELSE concat({c}) END").format(c=c) for c in columns
     )
 
 

@@ -234,6 +234,54 @@ def test_root_key_backed_by_a_unique_index_is_fine(db: str) -> None:
     )
 
 
+def _keyed_by(table: str, key: list[str]) -> Any:
+    def change(raw: dict[str, Any]) -> None:
+        raw["indexes"]["books"].update(table=table, key=key, fields={"title": "title"}, relations={})
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("sql_type", "shown", "reason"),
+    [
+        ("double precision", "double precision", "a floating-point value is approximate"),
+        ("money", "money", "money prints by the server's lc_monetary setting"),
+        ("jsonb", "jsonb", "a JSON document is not a scalar id"),
+        ("int[]", "integer[]", "an array prints as a literal"),
+        ("int4range", "int4range", "a range prints as a literal"),
+        ("bytea", "bytea", "binary values"),
+        ("positive_int", "positive_int", "flusso cannot tell whether equal values of this type always print"),
+    ],
+)
+def test_root_key_of_a_type_that_cannot_make_one_id_is_refused(
+    db: str, sql_type: str, shown: str, reason: str
+) -> None:
+    execute(db, "CREATE DOMAIN positive_int AS int CHECK (VALUE > 0)")
+    execute(db, f"CREATE TABLE odd (k {sql_type} PRIMARY KEY, title text)")
+    (problem,) = run_validate(db, config_for(db, _keyed_by("odd", ["k"]))).problems
+    assert problem.path == "indexes.books.key"
+    assert problem.message.startswith(f"public.odd.k is {shown}, which cannot be part of a document id ({reason}")
+    assert problem.message.endswith("or several such columns as a composite key")
+
+
+def test_composite_key_of_supported_types_is_fine(db: str) -> None:
+    execute(db, "CREATE TABLE odd (region char(3), at timestamptz, n numeric, title text, "
+                "PRIMARY KEY (region, at, n))")
+    assert run_validate(db, config_for(db, _keyed_by("odd", ["region", "at", "n"]))).problems == []
+
+
+@pytest.mark.parametrize("sql_type", ["int", "text"])
+def test_nullable_unique_key_is_refused_until_it_is_not_null(db: str, sql_type: str) -> None:
+    execute(db, f"CREATE TABLE odd (id serial PRIMARY KEY, code {sql_type} UNIQUE, title text)")
+    (problem,) = run_validate(db, config_for(db, _keyed_by("odd", ["code"]))).problems
+    assert problem.path == "indexes.books.key"
+    assert problem.message.startswith("(code) of public.odd may be NULL, and a row whose key is NULL has no "
+                                      "document id")
+    assert "ALTER TABLE public.odd ALTER COLUMN code SET NOT NULL" in problem.message
+    execute(db, "ALTER TABLE odd ALTER COLUMN code SET NOT NULL")
+    assert run_validate(db, config_for(db, _keyed_by("odd", ["code"]))).problems == []
+
+
 def test_array_child_without_primary_key_or_key(db: str) -> None:
     execute(db, "CREATE TABLE tag (book_id int NOT NULL, label text NOT NULL)")
 

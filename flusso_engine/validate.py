@@ -146,6 +146,28 @@ def schema_problems(config: FlussoConfig, catalog: Catalog, relations: Mapping[s
             problems += _key_problems(table, f"{base}.key", index.key)
     for edge in edges(config):
         problems += _edge_problems(edge, catalog, relations)
+    problems += _generated_problems(config, catalog)
+    return problems
+
+
+def _generated_problems(config: FlussoConfig, catalog: Catalog) -> list[Problem]:
+    """Keys and join columns that are generated: logical replication leaves them out of every
+    change, so the change could not be matched to its documents."""
+    paths = _first_paths(config)
+    problems = []
+    for name, columns in old_row_columns(config).items():
+        table = catalog.get(name)
+        for column in sorted(columns & table.columns.keys()) if table is not None else ():
+            if table.columns[column].generated:
+                problems.append(
+                    Problem(
+                        paths[name],
+                        f"{name}.{column} is a generated column, and logical replication does not send "
+                        "generated columns, so changes to its rows could not be matched to their "
+                        "documents: key and join on a plain column instead (one that a trigger fills, "
+                        "if it must be computed)",
+                    )
+                )
     return problems
 
 

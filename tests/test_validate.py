@@ -282,6 +282,15 @@ def test_nullable_unique_key_is_refused_until_it_is_not_null(db: str, sql_type: 
     assert run_validate(db, config_for(db, _keyed_by("odd", ["code"]))).problems == []
 
 
+def test_generated_key_or_join_column_is_refused(db: str) -> None:
+    execute(db, "CREATE TABLE odd (id int PRIMARY KEY, code text GENERATED ALWAYS AS ('c' || id) STORED "
+                "NOT NULL UNIQUE, title text)")
+    (problem,) = run_validate(db, config_for(db, _keyed_by("odd", ["code"]))).problems
+    assert problem.path == "indexes.books.table"
+    assert problem.message.startswith("public.odd.code is a generated column, and logical replication does "
+                                      "not send generated columns")
+
+
 def test_array_child_without_primary_key_or_key(db: str) -> None:
     execute(db, "CREATE TABLE tag (book_id int NOT NULL, label text NOT NULL)")
 

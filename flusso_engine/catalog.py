@@ -23,6 +23,8 @@ class Column:
     category: str  # pg_type.typcategory of the column (or of the element, for arrays)
     not_null: bool
     base_type: str = ""  # pg_type.typname of the column (or element), e.g. int4, varchar, timestamptz
+    collation_deterministic: bool = True  # false: equal texts may differ (a case-insensitive ICU collation)
+    generated: bool = False  # GENERATED ALWAYS AS (...) STORED: pgoutput (PostgreSQL < 18) never sends it
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,8 @@ class Catalog:
 _QUERY = """
 SELECT n.nspname, c.relname, c.relreplident, a.attname,
        format_type(a.atttypid, a.atttypmod), a.atttypid, a.attnotnull,
-       t.typcategory, et.typname, et.typcategory, t.typname,
+       t.typcategory, et.typname, et.typcategory, t.typname, coalesce(coll.collisdeterministic, true),
+       a.attgenerated <> '',
        (SELECT jsonb_agg(jsonb_build_array(i.indisprimary, ARRAY(
             SELECT att.attname::text FROM unnest(i.indkey) WITH ORDINALITY k(attnum, ord)
             JOIN pg_attribute att ON att.attrelid = i.indrelid AND att.attnum = k.attnum
@@ -67,6 +70,7 @@ JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 JOIN pg_type t ON t.oid = a.atttypid
 LEFT JOIN pg_type et ON et.oid = t.typelem AND t.typcategory = 'A'
+LEFT JOIN pg_collation coll ON coll.oid = a.attcollation
 WHERE c.relkind IN ('r', 'p') AND (n.nspname || '.' || c.relname) = ANY(%s)
 ORDER BY n.nspname, c.relname, a.attnum
 """
@@ -78,7 +82,7 @@ def read_catalog(conn: psycopg.Connection, tables: Iterable[str]) -> Catalog:
     rows = conn.execute(_QUERY, (names,)).fetchall()
     catalog = Catalog()
     by_table: dict[tuple[str, str], dict] = {}
-    for (schema, rel, ident, col, fmt, oid, notnull, cat, elem, elemcat, typname, indexes) in rows:
+    for (schema, rel, ident, col, fmt, oid, notnull, cat, elem, elemcat, typname, determ, gen, indexes) in rows:
         entry = by_table.setdefault((schema, rel), {"ident": ident, "columns": {}, "indexes": indexes or []})
         entry["columns"][col] = Column(
             name=col,
@@ -88,6 +92,8 @@ def read_catalog(conn: psycopg.Connection, tables: Iterable[str]) -> Catalog:
             category=elemcat if elem else cat,
             not_null=notnull,
             base_type=elem if elem else typname,
+            collation_deterministic=determ,
+            generated=gen,
         )
     for (schema, rel), entry in by_table.items():
         primary: list[str] = []

@@ -46,19 +46,25 @@ def commit(position: Position, xid: int = 0) -> Change:
     return Change(table="", op="commit", position=position, xid=xid)
 
 
+def _key_part(value: Any) -> str:
+    if value is None:  # never the id "None": a NULL key has no document (validate refuses them)
+        raise ValueError("a document id cannot be made from a NULL key value")
+    return value if isinstance(value, str) else str(value)
+
+
 def escape_key_part(value: Any) -> str:
-    text = value if isinstance(value, str) else str(value)
-    return text.replace("\\", "\\\\").replace("|", "\\|")
+    return _key_part(value).replace("\\", "\\\\").replace("|", "\\|")
 
 
 def doc_id(values: tuple[Any, ...] | list[Any]) -> DocId:
     """Join key values into an `_id`, escaping `|` and `\\` inside them with `\\`.
 
-    A single-column key is its value's text as it is, so `GET books/_doc/42` works.
+    The values are key texts as pgoutput sends them and `keys.key_text` renders them in SQL (the
+    type's output function): every path to an id goes through that one rendering and this join.
+    A single-column key is its value's text as it is, so `GET books/_doc/42` works. NULL raises.
     """
     if len(values) == 1:
-        v = values[0]
-        return v if isinstance(v, str) else str(v)
+        return _key_part(values[0])
     return "|".join(escape_key_part(v) for v in values)
 
 

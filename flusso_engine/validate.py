@@ -25,6 +25,7 @@ from .config import FlussoConfig, RelationConfig, did_you_mean, qualify, relatio
 from .documents.sql import needs_full_identity
 from .error import ConfigError, Problem
 from .health import SET_KEEP, judge
+from .keys import KEY_FIX, key_type_problem
 
 _ACTIONS = ("insert", "update", "delete", "truncate")
 _PLAIN_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -141,10 +142,34 @@ def schema_problems(config: FlussoConfig, catalog: Catalog, relations: Mapping[s
             continue
         problems += _columns(table, f"{base}.key", index.key)
         problems += _field_columns(table, base, index.fields)
-        if not _missing(table, index.key) and not table.is_unique(index.key):
-            problems.append(Problem(f"{base}.key", _not_unique(table, index.key)))
+        if not _missing(table, index.key):
+            if not table.is_unique(index.key):
+                problems.append(Problem(f"{base}.key", _not_unique(table, index.key)))
+            problems += _key_problems(table, f"{base}.key", index.key)
     for edge in edges(config):
         problems += _edge_problems(edge, catalog, relations)
+    problems += _generated_problems(config, catalog)
+    return problems
+
+
+def _generated_problems(config: FlussoConfig, catalog: Catalog) -> list[Problem]:
+    """Keys and join columns that are generated: logical replication leaves them out of every
+    change, so the change could not be matched to its documents."""
+    paths = _first_paths(config)
+    problems = []
+    for name, columns in old_row_columns(config).items():
+        table = catalog.get(name)
+        for column in sorted(columns & table.columns.keys()) if table is not None else ():
+            if table.columns[column].generated:
+                problems.append(
+                    Problem(
+                        paths[name],
+                        f"{name}.{column} is a generated column, and logical replication does not send "
+                        "generated columns, so changes to its rows could not be matched to their "
+                        "documents: key and join on a plain column instead (one that a trigger fills, "
+                        "if it must be computed)",
+                    )
+                )
     return problems
 
 
@@ -269,6 +294,37 @@ def _comparable(a: Column, b: Column) -> bool:
     if a.base_type == b.base_type:
         return True
     return a.category == b.category and a.category in _COMPARABLE_CATEGORIES
+
+
+def _key_problems(table: Table, path: str, key: list[str]) -> list[Problem]:
+    """Key columns whose values cannot make a document id: a type without one text per value
+    (`keys.key_type_problem`), or NULL allowed (a unique index lets many rows be NULL, and a NULL
+    key has no id at all)."""
+    problems = []
+    for name in key:
+        column = table.columns[name]
+        reason = key_type_problem(column)
+        if reason is not None:
+            problems.append(
+                Problem(
+                    path,
+                    f"{table.qualified}.{name} is {column.type_name}, which cannot be part of a document "
+                    f"id ({reason}): {KEY_FIX}",
+                )
+            )
+    nullable = [c for c in key if not table.columns[c].not_null]
+    if nullable:
+        columns = ", ".join(f"ALTER COLUMN {_q(c)} SET NOT NULL" for c in nullable)
+        problems.append(
+            Problem(
+                path,
+                f"{_cols(nullable)} of {table.qualified} may be NULL, and a row whose key is NULL has no "
+                f"document id (a unique index lets any number of rows be NULL): make the key NOT NULL "
+                f"(ALTER TABLE {_qt(table.qualified)} {columns}) once no row holds a NULL there, or use "
+                "the primary key",
+            )
+        )
+    return problems
 
 
 def _not_unique(table: Table, key: list[str]) -> str:

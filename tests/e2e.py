@@ -16,9 +16,12 @@ from typing import Any
 import psycopg
 import yaml
 from opensearchpy import OpenSearch, helpers
+from psycopg import sql as pgsql
 
+from flusso_engine import keys
 from flusso_engine.catalog import read_catalog
-from flusso_engine.config import FlussoConfig, load_config, read_yaml
+from flusso_engine.changes import doc_id
+from flusso_engine.config import FlussoConfig, load_config, read_yaml, split_table
 from flusso_engine.documents.sql import SqlDocumentBuilder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,14 +124,17 @@ def fresh_build(config: FlussoConfig, index: str) -> dict[str, Any]:
     """Every document of `index` as the builder makes it now from the database's rows."""
     spec = config.indexes[index]
     dsn = config.source.dsn.get_secret_value()
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    # the ids as flusso renders them: the key's output-function text, in a pinned session
+    with psycopg.connect(keys.conninfo(dsn), autocommit=True) as conn:
         catalog = read_catalog(conn, config.tables())
-        key = ", ".join(spec.key)
-        ids = conn.execute(f"SELECT {key} FROM {spec.table}").fetchall()  # noqa: S608 - test's own config
-    from flusso_engine.changes import doc_id
+        columns = [pgsql.Identifier(k) for k in spec.key]
+        query = pgsql.SQL("SELECT {} FROM {}").format(
+            keys.key_text(columns), pgsql.Identifier(*split_table(spec.table))
+        )
+        ids = conn.execute(query).fetchall()
 
     with SqlDocumentBuilder(config, catalog, dsn) as builder:
-        docs = builder.build(index, [doc_id([str(v) for v in row]) for row in ids]).docs if ids else {}
+        docs = builder.build(index, [doc_id(row) for row in ids]).docs if ids else {}
     return json.loads(json.dumps(docs, default=str))
 
 

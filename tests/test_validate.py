@@ -229,6 +229,7 @@ def test_view_is_not_a_table(db: str) -> None:
 
 
 def test_root_key_that_is_not_unique(db: str) -> None:
+    execute(db, "ALTER TABLE book ALTER COLUMN isbn SET NOT NULL")
     report = run_validate(db, config_for(db, lambda raw: raw["indexes"]["books"].update(key=["isbn"])))
     (problem,) = report.problems
     assert problem.path == "indexes.books.key"
@@ -239,6 +240,7 @@ def test_root_key_that_is_not_unique(db: str) -> None:
 
 def test_root_key_backed_by_a_unique_index_is_fine(db: str) -> None:
     execute(db, "CREATE UNIQUE INDEX ON book (isbn)")
+    execute(db, "ALTER TABLE book ALTER COLUMN isbn SET NOT NULL")
     report = run_validate(db, config_for(db, lambda raw: raw["indexes"]["books"].update(key=["isbn"])))
     assert report.problems == []
     # a deleted book carries only its primary key, so the isbn must come from a full old row
@@ -246,6 +248,63 @@ def test_root_key_backed_by_a_unique_index_is_fine(db: str) -> None:
         n.startswith("public.book needs REPLICA IDENTITY FULL (old rows must carry isbn)")
         for n in report.notes
     )
+
+
+def _keyed_by(table: str, key: list[str]) -> Any:
+    def change(raw: dict[str, Any]) -> None:
+        raw["indexes"]["books"].update(table=table, key=key, fields={"title": "title"}, relations={})
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("sql_type", "shown", "reason"),
+    [
+        ("double precision", "double precision", "a floating-point value is approximate"),
+        ("money", "money", "money prints by the server's lc_monetary setting"),
+        ("jsonb", "jsonb", "a JSON document is not a scalar id"),
+        ("int[]", "integer[]", "an array prints as a literal"),
+        ("int4range", "int4range", "a range prints as a literal"),
+        ("bytea", "bytea", "binary values"),
+        ("positive_int", "positive_int", "flusso cannot tell whether equal values of this type always print"),
+    ],
+)
+def test_root_key_of_a_type_that_cannot_make_one_id_is_refused(
+    db: str, sql_type: str, shown: str, reason: str
+) -> None:
+    execute(db, "CREATE DOMAIN positive_int AS int CHECK (VALUE > 0)")
+    execute(db, f"CREATE TABLE odd (k {sql_type} PRIMARY KEY, title text)")
+    (problem,) = run_validate(db, config_for(db, _keyed_by("odd", ["k"]))).problems
+    assert problem.path == "indexes.books.key"
+    assert problem.message.startswith(f"public.odd.k is {shown}, which cannot be part of a document id ({reason}")
+    assert problem.message.endswith("or several such columns as a composite key")
+
+
+def test_composite_key_of_supported_types_is_fine(db: str) -> None:
+    execute(db, "CREATE TABLE odd (region char(3), at timestamptz, n numeric, title text, "
+                "PRIMARY KEY (region, at, n))")
+    assert run_validate(db, config_for(db, _keyed_by("odd", ["region", "at", "n"]))).problems == []
+
+
+@pytest.mark.parametrize("sql_type", ["int", "text"])
+def test_nullable_unique_key_is_refused_until_it_is_not_null(db: str, sql_type: str) -> None:
+    execute(db, f"CREATE TABLE odd (id serial PRIMARY KEY, code {sql_type} UNIQUE, title text)")
+    (problem,) = run_validate(db, config_for(db, _keyed_by("odd", ["code"]))).problems
+    assert problem.path == "indexes.books.key"
+    assert problem.message.startswith("(code) of public.odd may be NULL, and a row whose key is NULL has no "
+                                      "document id")
+    assert "ALTER TABLE public.odd ALTER COLUMN code SET NOT NULL" in problem.message
+    execute(db, "ALTER TABLE odd ALTER COLUMN code SET NOT NULL")
+    assert run_validate(db, config_for(db, _keyed_by("odd", ["code"]))).problems == []
+
+
+def test_generated_key_or_join_column_is_refused(db: str) -> None:
+    execute(db, "CREATE TABLE odd (id int PRIMARY KEY, code text GENERATED ALWAYS AS ('c' || id) STORED "
+                "NOT NULL UNIQUE, title text)")
+    (problem,) = run_validate(db, config_for(db, _keyed_by("odd", ["code"]))).problems
+    assert problem.path == "indexes.books.table"
+    assert problem.message.startswith("public.odd.code is a generated column, and logical replication does "
+                                      "not send generated columns")
 
 
 def test_array_child_without_primary_key_or_key(db: str) -> None:

@@ -11,7 +11,8 @@ is cast to the column's type by the server itself. Keeping the exact text theref
 and avoids a lossy round trip (numeric scale, timestamp zones, float digits, arrays, ranges,
 custom types all come back exactly as PostgreSQL writes them). A column is:
 
-- `str`: its text output (the same string `SELECT col::text` gives);
+- `str`: its type's output function's text (what `keys.key_text` renders in SQL; `col::text`
+  differs for boolean, char(n), inet and cidr);
 - `None`: SQL NULL;
 - `UNCHANGED`: an unchanged TOASTed value the server did not send (`u`, only in an update's new
   row; `wal.py` fills it from the old row when REPLICA IDENTITY FULL sent that).

@@ -40,6 +40,7 @@ from psycopg import errors, pq, sql
 from ..changes import Change, Position, commit, int_to_lsn, lsn_to_int
 from ..config import qualify, split_table
 from ..error import SourceError
+from ..keys import conninfo, key_text
 from . import pgoutput
 from .pgoutput import UNCHANGED, Value
 from .replication import XLOG_HEADER, keepalive, standby_status
@@ -385,14 +386,15 @@ class WalCapture:
 
         Keyset pagination (`WHERE (k1, k2) > (...) ORDER BY k1, k2 LIMIT n`) walks the key's index
         page by page in short statements, so no long transaction pins the database. Only the key
-        columns are read, as text: the builder rebuilds each document from the current rows anyway.
+        columns are read, as the text pgoutput would send for them (`keys.key_text`): the builder
+        rebuilds each document from the current rows anyway.
         """
         qualified = qualify(table)
         schema, name = split_table(qualified)
         # Qualified column references: a bare `ORDER BY id` would sort by the output column `id::text`.
         cols = [sql.Identifier(schema, name, k) for k in key]
         names = list(key)
-        select_list = sql.SQL(", ").join(sql.SQL("{}::text").format(c) for c in cols)
+        select_list = key_text(cols)
         order = sql.SQL(", ").join(cols)
         source = sql.Identifier(schema, name)
         first = sql.SQL("SELECT {} FROM {} ORDER BY {} LIMIT %s").format(select_list, source, order)
@@ -700,17 +702,17 @@ class WalCapture:
     # --- connections -----------------------------------------------------------------------------
 
     def _conninfo(self) -> str:
-        """The DSN plus defaults that suit a long-lived connection, unless the DSN sets them."""
-        given = psycopg.conninfo.conninfo_to_dict(self._dsn)
-        extra = {
-            "connect_timeout": 10,
-            "keepalives": 1,
-            "keepalives_idle": 30,
-            "keepalives_interval": 10,
-            "keepalives_count": 3,
-            "application_name": "flusso",
-        }
-        return psycopg.conninfo.make_conninfo(self._dsn, **{k: v for k, v in extra.items() if k not in given})
+        """The DSN plus defaults that suit a long-lived connection, unless the DSN sets them, and the
+        pinned settings that make pgoutput's and the snapshot's key texts the same (`keys.SESSION`)."""
+        return conninfo(
+            self._dsn,
+            connect_timeout=10,
+            keepalives=1,
+            keepalives_idle=30,
+            keepalives_interval=10,
+            keepalives_count=3,
+            application_name="flusso",
+        )
 
     @contextmanager
     def _sql(self) -> Iterator[psycopg.Connection]:

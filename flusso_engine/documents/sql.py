@@ -8,6 +8,8 @@ they enter it, never one per row.
 
 Values from changes are compared as the column's own type (`%s::text[]::bigint[]`): pgoutput gives
 the text form, and a cast keeps the foreign-key indexes usable where `col::text = ...` would not.
+Root keys come back as their output function's text, the rendering pgoutput sends (`keys`), in a
+session with the settings that rendering depends on pinned.
 Statements are prepared on first use: they run again and again, and planning the build statement
 costs a few milliseconds.
 """
@@ -29,6 +31,7 @@ from ..catalog import Catalog
 from ..changes import Change, DocId, Row, doc_id, lsn_to_int, split_doc_id
 from ..config import FlussoConfig, IndexConfig, qualify, split_table
 from ..error import ConfigError, Problem, SourceError
+from ..keys import key_text, pin_session, same_text
 from . import Built
 from .mapping import index_mapping
 from .tree import Node, index_tree
@@ -85,8 +88,9 @@ def _matches(catalog: Catalog, table: str, alias: str, columns: Sequence[str]) -
 
 
 def _key_text(alias: str, key: Sequence[str]) -> sql.Composable:
-    """The key columns' text: what pgoutput gives for them, so `_id`s from changes and builds agree."""
-    return sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(alias, k)) for k in key)
+    """The key columns' text: what pgoutput gives for them, so `_id`s from changes and builds agree
+    (`keys.key_text`)."""
+    return key_text([sql.Identifier(alias, k) for k in key])
 
 
 # --- build ------------------------------------------------------------------------------------------
@@ -220,12 +224,26 @@ def _upward(index: IndexConfig, catalog: Catalog, entry: Entry) -> sql.Composed:
     )
 
 
+def _prints_as_key(catalog: Catalog, root: str, table: str, pairs: dict[str, str]) -> bool:
+    """Whether the values of `table`'s columns (`pairs`: root key column -> column) are the root
+    key's own text as they are (`keys.same_text`), so that they can stand for the id unqueried."""
+    above, below = catalog.get(root), catalog.get(table)
+    if above is None or below is None:
+        return False
+    return all(
+        k in above.columns and c in below.columns and same_text(above.columns[k], below.columns[c])
+        for k, c in pairs.items()
+    )
+
+
 def index_routes(name: str, index: IndexConfig, catalog: Catalog) -> list[Route]:
     """Every way a row change reaches this index's root ids.
 
     A change to the root is its own id. A change to a child is found by the parent columns its join
-    values equal: when the parent is the root and those columns are its key, that is the id itself;
-    otherwise one query walks from there up to the root. A many_to_many child enters at its join
+    values equal: when the parent is the root, those columns are its key and the child's columns
+    print their values exactly as the key's do (int FK to a bigint key; not varchar to char(5), nor
+    a numeric without a scale), that is the id itself; otherwise one query walks from there up to
+    the root, which gives the root key's own text. A many_to_many child enters at its join
     table's child side; a change to the join table enters at the parent.
     """
     tree = index_tree(index, catalog)
@@ -235,7 +253,8 @@ def index_routes(name: str, index: IndexConfig, catalog: Catalog) -> list[Route]
     def at_parent(ancestors: tuple[Node, ...], node: Node, table: str, columns: tuple[str, ...]) -> None:
         """`columns` of `table` pair with `node.parent_columns` of the parent (`ancestors[-1]`)."""
         pairs = dict(zip(node.parent_columns, columns, strict=True))
-        if len(ancestors) == 1 and set(pairs) == set(index.key):
+        at_root = len(ancestors) == 1 and set(pairs) == set(index.key)
+        if at_root and _prints_as_key(catalog, tree.table, table, pairs):
             routes.append(Route(table, tuple(pairs[k] for k in index.key), by_key))
         else:
             routes.append(Route(table, columns, Entry(name, ancestors, node.parent_columns)))
@@ -401,6 +420,8 @@ class SqlDocumentBuilder:
                 position = lsn_to_int(lsn)
                 break
         for *key_texts, doc in rows:
+            if None in key_texts:
+                continue  # a NULL key has no document (validate refuses nullable keys)
             found = doc_id(key_texts)
             if found in docs:
                 docs[found] = doc
@@ -433,7 +454,7 @@ class SqlDocumentBuilder:
                     params = [list(c) for c in zip(*values, strict=True)]
                     rows = conn.execute(query, params, prepare=True).fetchall()
                     self.statements += 1
-                    out.setdefault(index, set()).update(doc_id(r) for r in rows)
+                    out.setdefault(index, set()).update(doc_id(r) for r in rows if None not in r)
         return out
 
     def close(self) -> None:
@@ -471,6 +492,7 @@ class SqlDocumentBuilder:
         # for every row: keyed lookups (memoized) are what these queries want.
         conn.execute("SET jit = off")
         conn.execute("SET enable_seqscan = off")
+        pin_session(conn)  # key texts and document values render the same in every session (`keys`)
         if self._raw_json:
             conn.adapters.register_loader("json", TextLoader)
         return conn

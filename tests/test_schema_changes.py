@@ -291,3 +291,23 @@ def test_a_partition_attached_without_full_identity_stops_then_restart_sets_it_a
         assert any(p["note"] == "attached-with-rows" for p in docs["1"]["parts"])
     finally:
         stop_and_check_acked(restarted, fresh_db, config, b"attached-with-rows")
+
+
+def test_column_renamed_under_capture_stops_validate_names_it_and_renaming_back_converges(
+        fresh_db: str, index_prefix: str, tmp_path: Path, opensearch) -> None:
+    config = setup(fresh_db, index_prefix, tmp_path)
+    run = live(config)
+    wait_converged(opensearch, config)
+    sql(fresh_db, "ALTER TABLE part RENAME COLUMN note TO remark", "UPDATE part SET remark = 'renamed' WHERE id = 1")
+    assert run.wait(60) == 2
+    assert 'column "note" of public.part is gone (dropped or renamed)' in run.output()
+    assert b"renamed" in pending_in_slot(fresh_db, config)
+    checked = flusso("validate", config=config)
+    assert checked.returncode == 1 and '"note"' in checked.stderr and "remark" in checked.stderr
+    sql(fresh_db, "ALTER TABLE part RENAME COLUMN remark TO note")
+    restarted = live(config)
+    try:
+        docs = wait_converged(opensearch, config)
+        assert any(p["note"] == "renamed" for p in docs["2"]["parts"])
+    finally:
+        stop_and_check_acked(restarted, fresh_db, config, b"renamed")

@@ -11,7 +11,11 @@ Two sources, because some changes send no message at all:
 - **The catalog, re-read every few seconds** (`read_state`, one query): a table swapped out of the
   publication, a publication dropped, an identity changed on a table nobody writes to, and partitions
   attached, detached or truncated, none of which reach the slot through a root publication
-  (`drift`). Partition TRUNCATE is seen as a new `relfilenode` of the partition (as are VACUUM FULL,
+  (`state_problems`, `partition_changes`). What pgoutput sends for a TRUNCATE of a partition under
+  `publish_via_partition_root`: nothing at all (its truncate callback skips a partition published as
+  its root, and sends no Truncate when none is left; PostgreSQL 15, checked with
+  `pg_logical_slot_peek_binary_changes`), and nothing for ATTACH or DETACH PARTITION either. A
+  partition TRUNCATE is therefore seen as a new `relfilenode` of the partition (as are VACUUM FULL,
   CLUSTER and table rewrites: the index is then rebuilt needlessly, never left stale).
 """
 

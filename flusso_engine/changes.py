@@ -11,7 +11,9 @@ Position = int
 DocId = str
 """A document's `_id`: the root key's values joined with `|` (see `doc_id`)."""
 
-Op = Literal["insert", "update", "delete", "truncate", "commit"]
+Op = Literal["insert", "update", "delete", "truncate", "resync", "commit"]
+"""`resync`: rows of `table` changed in a way no row change reports (partitions attached, detached or
+truncated; a change made under another definition of the table): its indexes are rebuilt."""
 
 Row = dict[str, Any]
 

@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     cmd("validate", "check the config against the live database")
     run = cmd("run", "mapping first, backfill unseeded indexes, then follow the database live")
     run.add_argument("--no-live", action="store_true", help="stop after the backfill")
+    run.add_argument("--recreate-slot", action="store_true",
+                     help="drop the replication slot and create it again, reseeding every index (for a slot "
+                          "that cannot continue, e.g. after its publication was dropped and created again)")
     bf = cmd("backfill", "backfill unseeded indexes (all with --force), with a progress bar")
     bf.add_argument("--index", action="append", help="only this index (repeatable)")
     bf.add_argument("--force", action="store_true", help="reseed even a seeded index")
@@ -278,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _install_stop(stop)
         engine = _engine(config, stop, progress=args.command == "backfill")
         if args.command == "run":
-            engine.run(live=not args.no_live)
+            engine.run(live=not args.no_live, recreate_slot=args.recreate_slot)
         else:
             created = engine.prepare()
             reports = engine.backfill_unseeded(created, args.index, force=args.force)

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from .capture.wal import WalCapture
+from .capture.schema import expectations
+from .capture.wal import Repairs, WalCapture
 from .catalog import read_catalog
-from .changes import Change, doc_id, int_to_lsn
+from .changes import Change, Position, doc_id, int_to_lsn, lsn_to_int
 from .config import FlussoConfig, qualify, redact_dsn, split_table, walk_relations
 from .documents.sql import SqlDocumentBuilder, needs_full_identity
 from .error import ConfigError, Problem, SourceError
@@ -61,6 +62,8 @@ class Engine:
         self._dsn = config.source.dsn.get_secret_value()
         self._connect_check()
         with psycopg.connect(self._dsn, autocommit=True) as conn:
+            # before the catalog: a table's definition changed at or before this position is in it
+            baseline = lsn_to_int(conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])
             report = validate(config, conn)
             report.raise_for_problems()
             self.catalog = read_catalog(conn, config.tables())
@@ -68,8 +71,9 @@ class Engine:
                 conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0]
             )
         self.builder = SqlDocumentBuilder(config, self.catalog, self._dsn, raw_json=True)
-        self.capture = self._make_capture(needs_full_identity(config, self.catalog))
+        self.capture = self._make_capture(needs_full_identity(config, self.catalog), baseline)
         self.sink = self._make_sink()
+        self._covered: dict[str, Position] = {}  # table -> its indexes were all seeded at or after this
 
     # --- construction -----------------------------------------------------------------------
 
@@ -83,7 +87,7 @@ class Engine:
                 "Check source.dsn and that the server is running."
             ) from None
 
-    def _make_capture(self, full_identity: set[str]) -> WalCapture:
+    def _make_capture(self, full_identity: set[str], baseline: Position = 0) -> WalCapture:
         src = self.config.source
         return WalCapture(
             self._dsn,
@@ -92,6 +96,8 @@ class Engine:
             stop=self._capture_stop,
             full_identity=full_identity,
             slot_wait_s=src.slot_wait_s,
+            expected=expectations(self.config, self.catalog),
+            baseline=baseline,
         )
 
     def _make_sink(self) -> Sink:
@@ -124,28 +130,79 @@ class Engine:
             names = [n for n in names if n in only]
         return names
 
-    def marker(self, index: str, position: int = 0) -> SeedMarker:
+    def marker(self, index: str, position: int = 0, tables: dict | None = None) -> SeedMarker:
         return SeedMarker(
             definition_hash=self.builder.definition_hash(index),
             slot=self.config.source.slot,
             system_identifier=self.system_identifier,
             position=position,
+            tables=tables or {},
         )
 
-    def prepare(self) -> bool:
+    def index_tables(self, index: str) -> set[str]:
+        """Every table an index reads: its root, its relations' tables and their join tables."""
+        spec = self.config.indexes[index]
+        relations = [r for _, r in walk_relations(spec.relations)]
+        return {qualify(spec.table)} | {qualify(r.table) for r in relations} | {
+            qualify(r.through.table) for r in relations if r.through is not None
+        }
+
+    def prepare(self, recreate_slot: bool = False) -> bool:
         """The slot and publication first (so nothing committed during a backfill is missed), then
-        every index's mapping. Returns True when the slot had to be created."""
+        every index's mapping. Returns True when the slot had to be created.
+
+        What `prepare` had to repair (a table missing from the publication, replica identity set
+        again) and tables changed since an index was seeded (replaced, partitions attached, detached
+        or truncated) mean changes may have been missed: those indexes are unseeded, and say why.
+        """
+        if recreate_slot:
+            self.capture.drop_slot()
+            log.warning("dropped replication slot %s (--recreate-slot): every index will be reseeded",
+                        self.config.source.slot)
         created = self.capture.prepare(self.config.tables())
         if created:
             log.info("created replication slot %s: every index reads as unseeded", self.config.source.slot)
+        missed = {} if created else self._missed(self.capture.repairs)
         for index in self.config.indexes:
             self.sink.ensure_index(index, self.builder.mapping(index))
             if created:
                 # durably: the run that created the slot may not be the one that backfills (Dagster)
                 self.sink.mark_unseeded(index)
+            elif missed.get(index) and self.sink.is_seeded(index, self.marker(index)):
+                log.warning("index %s will be rebuilt: %s", index, "; ".join(missed[index]))
+                self.sink.mark_unseeded(index)
         self._check_positions()
         self.started = True
         return created
+
+    def _missed(self, repairs: Repairs) -> dict[str, list[str]]:
+        """Per index, why changes to it may have been missed while the slot existed."""
+        publication = self.config.source.publication
+        current = self.capture.table_fingerprints(self.config.tables())
+        out: dict[str, list[str]] = {}
+        for index in self.config.indexes:
+            tables = self.index_tables(index)
+            why = out.setdefault(index, [])
+            if repairs.publication_created:
+                why.append(f"publication {publication} had to be created again for the existing slot, so "
+                           "changes made without it were not captured")
+            why += [f"publication {publication} lacked table {t}, so its changes were not captured"
+                    for t in sorted(tables & repairs.tables_added) if not repairs.publication_created]
+            why += [f"REPLICA IDENTITY FULL had to be set again on {t} (or a partition of it), so old rows "
+                    "sent meanwhile may have lacked what finds a moved or deleted row's documents"
+                    for t in sorted(tables & repairs.identity_set)]
+            marker = self.sink.seed_marker(index)
+            for table, then in sorted((marker.tables if marker is not None else {}).items()):
+                now = current.get(table)
+                if now is None or then == now:
+                    continue
+                if then[0] != now[0]:
+                    why.append(f"table {table} was replaced under the same name since the index was seeded "
+                               f"(OID {then[0]}, now {now[0]})")
+                else:
+                    why.append(f"partitions of {table} were attached, detached or truncated since the index was "
+                               "seeded (no row change reports that)")
+        return out
 
     def _check_positions(self) -> None:
         current = self.capture.current_position()
@@ -177,6 +234,7 @@ class Engine:
         spec = self.config.indexes[index]
         table = qualify(spec.table)
         position = self.capture.current_position()
+        tables = self.capture.table_fingerprints(sorted(self.index_tables(index)))
         self.sink.recreate(index, self.builder.mapping(index))
         rows = self._count_rows(table)
         self.observer.backfill_started(index, rows)
@@ -207,7 +265,7 @@ class Engine:
             report.skipped, report.reason = True, "stopped before it finished; the index stays unseeded"
             self.observer.backfill_finished(report)
             return report
-        self.sink.mark_seeded(index, self.marker(index, position))
+        self.sink.mark_seeded(index, self.marker(index, position, tables))
         self.observer.backfill_finished(report)
         return report
 
@@ -232,7 +290,7 @@ class Engine:
         self._capture_stop.clear()
         queue = Channel(self.config.queue.capacity, stop=self._capture_stop)
         worker = Worker(self.builder, self.sink, self.batch.max_changes, self.observer,
-                        on_truncate=self._on_truncate, in_flight=self.batch.in_flight)
+                        on_truncate=self._on_truncate, on_resync=self._on_resync, in_flight=self.batch.in_flight)
         thread = CaptureThread(self.capture.stream, queue, self._capture_stop)
         thread.start()
         log.info("live capture started on slot %s", self.config.source.slot)
@@ -264,23 +322,45 @@ class Engine:
         self.observer.lag(report)
         return report
 
+    def _on_resync(self, table: str, position: Position) -> None:
+        """Rows of `table` changed at or before `position` in a way no row change reports (partitions
+        attached, detached, truncated; a change made under another definition): rebuild each index
+        that uses it, unless it was seeded at or after that position."""
+        if self._covered.get(table, -1) >= position:
+            return
+        lowest: Position | None = None
+        for index in self.config.indexes:
+            if table not in self.index_tables(index):
+                continue
+            marker = self.sink.seed_marker(index)
+            if marker is None or marker.position < position:
+                log.warning("rebuilding index %s: rows of %s changed in a way its row changes do not report", index,
+                            table)
+                self.sink.mark_unseeded(index)
+                self.backfill(index)
+                marker = self.sink.seed_marker(index)
+            seeded = marker.position if marker is not None else 0
+            lowest = seeded if lowest is None else min(lowest, seeded)
+        if lowest is not None:
+            self._covered[table] = lowest
+
     def _on_truncate(self, table: str) -> None:
         """A root table truncated empties its index; any other table on a tree reseeds that index now."""
         for index, spec in self.config.indexes.items():
             if qualify(spec.table) == table:
                 log.info("%s was truncated: emptying index %s", table, index)
+                position = self.capture.current_position()
+                tables = self.capture.table_fingerprints(sorted(self.index_tables(index)))
                 self.sink.recreate(index, self.builder.mapping(index))
-                self.sink.mark_seeded(index, self.marker(index, self.capture.current_position()))
-            elif table in {qualify(r.table) for _, r in walk_relations(spec.relations)} | {
-                qualify(r.through.table) for _, r in walk_relations(spec.relations) if r.through is not None
-            }:
+                self.sink.mark_seeded(index, self.marker(index, position, tables))
+            elif table in self.index_tables(index):
                 log.info("%s was truncated: rebuilding index %s", table, index)
                 self.sink.mark_unseeded(index)
                 self.backfill(index)
 
     def run(self, *, live: bool = True, backfill: bool = True, only: Collection[str] | None = None,
-            force: bool = False) -> list[BackfillReport]:
-        created = self.prepare()
+            force: bool = False, recreate_slot: bool = False) -> list[BackfillReport]:
+        created = self.prepare(recreate_slot=recreate_slot)
         reports = self.backfill_unseeded(created, only, force) if backfill else []
         if live and not self.stop.is_set():
             self.live()

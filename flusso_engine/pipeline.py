@@ -146,6 +146,7 @@ class Worker:
         observer: Observer,
         only: Collection[str] | None = None,
         on_truncate: Callable[[str], None] | None = None,
+        on_resync: Callable[[str, Position], None] | None = None,
         resolve: Callable[[Sequence[Change]], dict[str, set[DocId]]] | None = None,
         failpoint: str = "live_flush",
         in_flight: int = 0,
@@ -157,6 +158,7 @@ class Worker:
         self.observer = observer
         self.only = set(only) if only is not None else None
         self.on_truncate = on_truncate
+        self.on_resync = on_resync
         self.flushes = Flushes(sink, in_flight, failpoint)
         self._batches: deque[tuple[BatchStats, int, float]] = deque()  # stats, last flush, started
 
@@ -175,12 +177,15 @@ class Worker:
         stats = BatchStats(changes=sum(1 for c in batch if not c.is_commit))
         segment: list[Change] = []
         for change in batch:
-            if change.op == "truncate":
+            if change.op in ("truncate", "resync"):
                 self._apply(segment, stats)
                 segment = []
-                if self.on_truncate is not None:
+                if change.op == "truncate" and self.on_truncate is not None:
                     self.flushes.settle(wait=True)  # nothing older may land in the index the truncate rebuilds
                     self.on_truncate(change.table)
+                elif change.op == "resync" and self.on_resync is not None:
+                    self.flushes.settle(wait=True)  # the same for the rebuild
+                    self.on_resync(change.table, change.position)
             elif change.is_commit:
                 stats.ack = change.position
             else:

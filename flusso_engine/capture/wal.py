@@ -30,9 +30,9 @@ import logging
 import select
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
 from psycopg import errors, pq, sql
@@ -44,6 +44,17 @@ from ..keys import conninfo, key_text
 from . import pgoutput
 from .pgoutput import UNCHANGED, Value
 from .replication import XLOG_HEADER, keepalive, standby_status
+from .schema import (
+    Drift,
+    Expected,
+    Part,
+    State,
+    describe_partitions,
+    partition_changes,
+    read_state,
+    relation_problem,
+    state_problems,
+)
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +176,17 @@ class _Rel:
     table: str
     names: tuple[str, ...]
     keys: tuple[tuple[int, str], ...]  # (position, name) of the identity's columns
+    full: bool = False  # the config needs whole old rows of this table
+
+
+@dataclass
+class Repairs:
+    """What the last `prepare` had to put right: changes may have been missed while it was wrong."""
+
+    publication_created: bool = False  # it did not exist (or was FOR ALL TABLES) and was created
+    tables_added: set[str] = field(default_factory=set)  # configured tables the publication lacked
+    identity_set: set[str] = field(default_factory=set)  # tables (or a partition of them) set to FULL
+    slot_advanced: bool = False  # moved past WAL it could not decode without the publication
 
 
 class WalCapture:
@@ -185,6 +207,9 @@ class WalCapture:
         reconnect_backoff_s: float = 0.5,
         max_backoff_s: float = 10.0,
         snapshot_page: int = SNAPSHOT_PAGE,
+        expected: Mapping[str, Expected] | None = None,
+        baseline: Position = 0,
+        watch_interval_s: float = 5.0,
     ) -> None:
         self._dsn = dsn
         self.slot = slot
@@ -209,6 +234,18 @@ class WalCapture:
         self._last_yielded: Position = 0  # end LSN of the last commit marker handed out
         self._relations: dict[int, _Rel] = {}
         self.reconnects = 0  # connections lost and reopened, for tests and observers
+        # Schema changes under capture (see `schema.py`): what the config needs of each table; the
+        # WAL position before the catalog the engine runs on was read (a change to a table's definition
+        # committed before it is in that catalog already); the catalog as `prepare` left it.
+        self._expected = dict(expected) if expected is not None else None
+        self._baseline = baseline
+        self._watch_interval_s = watch_interval_s
+        self._tables: list[str] = []
+        self._catalog_state: State | None = None
+        self._watch_lock = threading.Lock()
+        self._watch_error: SourceError | None = None
+        self._watch_resync: list[tuple[str, Position]] = []
+        self.repairs = Repairs()
 
     # --- set-up and inspection ------------------------------------------------------------------
 
@@ -223,6 +260,8 @@ class WalCapture:
         wanted = list(dict.fromkeys(qualify(t) for t in tables))
         if not wanted:
             raise ValueError("prepare() needs at least one table to publish")
+        self.repairs = Repairs()
+        self._tables = wanted
         with self._sql() as conn:
             (level,) = conn.execute("SHOW wal_level").fetchone() or ("",)
             if level != "logical":
@@ -232,7 +271,47 @@ class WalCapture:
                 )
             self._ensure_publication(conn, wanted)
             self._ensure_identity(conn)
-            return self._ensure_slot(conn)
+            created = self._ensure_slot(conn)
+            if self.repairs.publication_created and not created:
+                self._skip_unpublished(conn)
+            self._catalog_state = read_state(conn, self.publication, wanted)
+            return created
+
+    def _skip_unpublished(self, conn: psycopg.Connection) -> None:
+        """The publication was just created for a slot that already existed: PostgreSQL (up to 17)
+        cannot decode the slot's WAL from before the publication with it ("publication does not
+        exist" on every start), and what changed in between was never captured anyway. So the slot
+        moves to the current WAL position (its changes from here on are all decodable) and the engine
+        reseeds every index from rows read after that: exact, and no slot drop."""
+        (lsn,) = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone() or ("0/0",)
+        for _ in range(100):
+            try:
+                conn.execute(
+                    "SELECT pg_replication_slot_advance(slot_name, %s::pg_lsn) FROM pg_replication_slots "
+                    "WHERE slot_name = %s AND confirmed_flush_lsn < %s::pg_lsn",
+                    (lsn, self.slot, lsn),
+                )
+                break
+            except errors.ObjectInUse:  # a crashed run's walsender still exiting
+                time.sleep(0.1)
+            except psycopg.Error as err:
+                raise SourceError(
+                    f"publication {self.publication} had to be created for the existing slot {self.slot}, "
+                    f"and the slot could not be moved past the changes it cannot decode ({_first_line(err)}): "
+                    "run `flusso run --recreate-slot` (or `flusso teardown`, then `flusso run`): every index "
+                    "is reseeded"
+                ) from None
+        else:
+            raise SourceError(
+                f'replication slot "{self.slot}" stays in use: it could not be moved past the WAL from before '
+                f"publication {self.publication} was created; stop its other consumer, then start again"
+            )
+        self.repairs.slot_advanced = True
+        self._log.warning(
+            "publication %s did not exist (dropped?): moved slot %s to %s, past the WAL it cannot decode; "
+            "the changes in between were not captured, so every index is reseeded",
+            self.publication, self.slot, lsn,
+        )
 
     def _ensure_publication(self, conn: psycopg.Connection, tables: list[str]) -> None:
         name = sql.Identifier(self.publication)
@@ -255,6 +334,7 @@ class WalCapture:
                     ).format(name, targets, sql.Literal(PUBLISH))
                 )
                 self._log.info("created publication %s for %d tables", self.publication, len(tables))
+                self.repairs.publication_created = True
                 return
             oid, _, all_actions, via_root = row
             current = conn.execute(
@@ -267,6 +347,7 @@ class WalCapture:
                 "SELECT count(*) FROM pg_publication_namespace WHERE pnpubid = %s", (oid,)
             ).fetchone() or (0,)
             narrowed = any(filtered for _, filtered in current)
+            self.repairs.tables_added = set(tables) - {t for t, _ in current}
             if {t for t, _ in current} != set(tables) or schemas or narrowed:
                 conn.execute(sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(name, targets))
                 self._log.info(
@@ -280,23 +361,34 @@ class WalCapture:
     def _ensure_identity(self, conn: psycopg.Connection) -> None:
         if not self._full_identity:
             return
+        # every partition too: PostgreSQL does not pass a partitioned table's identity down, and a
+        # change through a root publication carries the old row its partition's identity logged
         rows = conn.execute(
-            "SELECT n.nspname || '.' || c.relname, c.relreplident FROM pg_class c "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.relkind IN ('r', 'p') AND n.nspname || '.' || c.relname = ANY(%s)",
+            "WITH RECURSIVE tree(top, relid, level) AS ("
+            " SELECT n.nspname || '.' || c.relname, c.oid, 0 FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.relkind IN ('r', 'p') AND n.nspname || '.' || c.relname = ANY(%s)"
+            " UNION ALL SELECT tree.top, i.inhrelid, tree.level + 1 FROM pg_inherits i"
+            " JOIN tree ON i.inhparent = tree.relid JOIN pg_class k ON k.oid = i.inhrelid AND k.relispartition) "
+            "SELECT tree.top, pn.nspname, pc.relname, pc.relreplident FROM tree "
+            "JOIN pg_class pc ON pc.oid = tree.relid JOIN pg_namespace pn ON pn.oid = pc.relnamespace "
+            "ORDER BY 1, tree.level, 3",
             (sorted(self._full_identity),),
         ).fetchall()
-        found = dict(rows)
-        missing = sorted(self._full_identity - set(found))
+        missing = sorted(self._full_identity - {r[0] for r in rows})
         if missing:
             raise SourceError(f"cannot set REPLICA IDENTITY FULL: table {', '.join(missing)} does not exist")
-        for table in sorted(t for t, ident in found.items() if ident != "f"):
-            with _sql_errors(f"table {table}"):
-                target = sql.Identifier(*split_table(table))
+        for table, schema, name, ident in rows:
+            if ident == "f":
+                continue
+            what = table if f"{schema}.{name}" == table else f"partition {schema}.{name} of {table}"
+            with _sql_errors(what):
+                target = sql.Identifier(schema, name)
                 conn.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(target))
+            self.repairs.identity_set.add(table)
             self._log.info(
                 "set REPLICA IDENTITY FULL on %s: its old rows are needed to find the documents it leaves",
-                table,
+                what,
             )
 
     def _ensure_slot(self, conn: psycopg.Connection) -> bool:
@@ -428,6 +520,12 @@ class WalCapture:
             target=self._feedback_loop, args=(done,), name=f"flusso-feedback-{self.slot}", daemon=True
         )
         feeder.start()
+        watcher = None
+        if self._expected is not None and self._tables:
+            watcher = threading.Thread(
+                target=self._watch_loop, args=(done,), name=f"flusso-watch-{self.slot}", daemon=True
+            )
+            watcher.start()
         failures = 0
         try:
             while not self._stop.is_set():
@@ -458,6 +556,8 @@ class WalCapture:
             done.set()
             self._finish()
             feeder.join(timeout=5)
+            if watcher is not None:
+                watcher.join(timeout=5)
 
     def ack(self, position: Position) -> None:
         """Everything at or before `position` is durable downstream: report it to the server."""
@@ -551,6 +651,8 @@ class WalCapture:
         position: Position = 0
         xid = 0
         while not stop.is_set():
+            if self._watch_error is not None or self._watch_resync:
+                yield from self._watched()
             with io:
                 try:
                     pg.consume_input()
@@ -580,9 +682,13 @@ class WalCapture:
                     yield Change(rel.table, "insert", new=_new(rel, msg.new), position=position, xid=xid)
                 elif cls is pgoutput.Update:
                     rel = self._rel(msg.relation_oid)
+                    if rel.full and msg.old_kind != "O":
+                        yield self._schema_changed(_partial_old(rel.table, "UPDATE"), position, xid)
                     yield _update(rel, msg, position, xid)
                 elif cls is pgoutput.Delete:
                     rel = self._rel(msg.relation_oid)
+                    if rel.full and msg.old_kind != "O":
+                        yield self._schema_changed(_partial_old(rel.table, "DELETE"), position, xid)
                     yield Change(rel.table, "delete", old=_old(rel, msg.old, msg.old_kind), position=position,
                                  xid=xid)
                 elif cls is pgoutput.Begin:
@@ -599,13 +705,121 @@ class WalCapture:
                         table=msg.qualified,
                         names=tuple(c.name for c in msg.columns),
                         keys=tuple((i, c.name) for i, c in enumerate(msg.columns) if c.is_key),
+                        full=self._expected is not None and msg.qualified in self._full_identity,
                     )
+                    if self._expected is not None and not skipping:
+                        drift = relation_problem(msg, self._expected, self._catalog_state or State.of(True, {}),
+                                                 self._type_name)
+                        if drift is not None:
+                            yield self._schema_changed(drift, position, xid)
                 elif cls is pgoutput.Truncate:
                     for oid in msg.relation_oids:
                         yield Change(self._rel(oid).table, "truncate", position=position, xid=xid)
                 # Type, Origin, LogicalMessage: nothing to do
             if ended:  # the server ended the COPY: an error, or its shutdown
                 self._end_of_copy(pg)
+
+    def _schema_changed(self, drift: Drift, position: Position, xid: int) -> Change:
+        """A change made under a definition the engine cannot follow. After this engine's catalog was
+        read (`baseline`): stop here, so that neither it nor anything after it is acknowledged. Before
+        it (a change redelivered after a restart: the catalog, and the config validated against it,
+        are newer than the change): the engine rebuilds the indexes that use the table, unless they
+        were seeded after the change anyway."""
+        lsn = int_to_lsn(position)
+        if position > self._baseline:
+            raise SourceError(
+                f"{drift.what} (first seen in the change at {lsn}, transaction {xid}). flusso stopped before "
+                f"acknowledging that change, so nothing from there on is lost: {drift.fix}"
+            )
+        self._log.warning(
+            "a change committed at %s, before this start, was made when %s: rebuilding the indexes that use "
+            "%s unless they were seeded after it",
+            lsn, drift.what, drift.table,
+        )
+        return Change(drift.table, "resync", position=position, xid=xid)
+
+    def _watched(self) -> Iterator[Change]:
+        """What the catalog watcher found: a stop (raised), or tables whose indexes need a rebuild."""
+        with self._watch_lock:
+            error, self._watch_error = self._watch_error, None
+            resync, self._watch_resync = self._watch_resync, []
+        if error is not None:
+            raise error
+        for table, position in resync:
+            yield Change(table, "resync", position=position)
+
+    def _watch_loop(self, done: threading.Event) -> None:
+        """Re-read the configured tables' catalog state every `watch_interval_s`, on a connection of
+        its own (see `schema.py`): what sends no message through the slot is seen here."""
+        conn: psycopg.Connection | None = None
+        try:
+            while not done.wait(self._watch_interval_s):
+                try:
+                    if conn is None or conn.closed or conn.broken:
+                        conn = psycopg.connect(self._conninfo(), autocommit=True)
+                        conn.execute("SET lock_timeout = '2s'")
+                    if self._watch_once(conn):
+                        return
+                except psycopg.Error as err:  # the database away: the replication connection handles that
+                    self._log.debug("catalog check skipped: %s", _first_line(err))
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _watch_once(self, conn: psycopg.Connection) -> bool:
+        """One re-read; True if it found a reason to stop."""
+        assert self._expected is not None
+        now = read_state(conn, self.publication, self._tables)
+        before = self._catalog_state
+        if before is None:
+            self._catalog_state = now
+            return False
+        problems = state_problems(now, self._expected, before)
+        if problems:
+            text = "; ".join(str(p) for p in problems)
+            with self._watch_lock:
+                self._watch_error = SourceError(
+                    f"the catalog changed under capture: {text}. flusso stopped; nothing after its last "
+                    "acknowledged change is lost"
+                )
+            return True
+        resync = []
+        for name, table in now.tables.items():
+            attached, detached, truncated = partition_changes(before.tables.get(name), table)
+            attached = [p for p in attached if not _empty(conn, p)]  # created empty: rows to come are captured
+            detached = [p for p in detached if not _empty(conn, p)]
+            if attached or detached or truncated:
+                self._log.warning(
+                    "%s (no row changes reach the slot for that): rebuilding the indexes that use %s",
+                    describe_partitions(name, attached, detached, truncated), name,
+                )
+                resync.append((name, now.position))
+        with self._watch_lock:
+            self._watch_resync.extend(resync)
+        self._catalog_state = now
+        return False
+
+    def _type_name(self, oid: int, modifier: int) -> str:
+        try:
+            with self._sql() as conn:
+                row = conn.execute("SELECT format_type(%s, %s)", (oid, None if modifier < 0 else modifier)).fetchone()
+            return str(row[0]) if row else f"type {oid}"
+        except (psycopg.Error, SourceError):
+            return f"type {oid}"
+
+    def table_fingerprints(self, tables: Sequence[str]) -> dict[str, list]:
+        """What the seeded marker records of `tables`: OIDs, partitions and their storage (`schema.py`)."""
+        with self._sql() as conn:
+            state = read_state(conn, self.publication, tables)
+        return {name: t.fingerprint() for name, t in state.tables.items() if t is not None}
+
+    def drop_slot(self) -> None:
+        """Drop the slot (ending the server process that holds it): `flusso run --recreate-slot`."""
+        with self._sql() as conn:
+            self._drop_slot(conn)
 
     def _rel(self, oid: int) -> _Rel:
         try:
@@ -648,10 +862,28 @@ class WalCapture:
         res = pg.get_result()
         if res is not None and res.status == pq.ExecStatus.FATAL_ERROR:
             err = errors.error_from_result(res)
+            if isinstance(err, errors.UndefinedObject):  # the publication: the slot cannot vanish while used
+                raise SourceError(self._publication_error(_first_line(err)))
             if not _retryable(err):
                 raise SourceError(f"replication from slot {self.slot} failed: {_first_line(err)}")
             raise _Lost(_first_line(err))
         raise _Lost("the server ended replication")
+
+    def _publication_error(self, error: str) -> str:
+        try:
+            with self._sql() as conn:
+                exists = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s",
+                                      (self.publication,)).fetchone() is not None
+        except SourceError:
+            exists = False
+        if not exists:
+            return (f"replication from slot {self.slot} failed: {error}: publication {self.publication} was "
+                    "dropped. Start flusso again: it recreates the publication, moves the slot past the changes "
+                    "it could not read and rebuilds every index")
+        return (f"replication from slot {self.slot} failed: {error}, although publication {self.publication} "
+                "exists now: it was created again after the slot's position, and PostgreSQL cannot decode the "
+                "slot's older WAL with it. The slot cannot continue: run `flusso run --recreate-slot` (or "
+                "`flusso teardown`, then `flusso run`), which reseeds every index")
 
     def _close(self) -> None:
         with self._io:
@@ -768,6 +1000,24 @@ def _update(rel: _Rel, msg: pgoutput.Update, position: Position, xid: int) -> Ch
             if value is UNCHANGED and name in old and old[name] is not UNCHANGED:
                 new[name] = old[name]  # FULL identity sent the old value, which is also the new one
     return Change(rel.table, "update", new=new, old=old, position=position, xid=xid)
+
+
+def _partial_old(table: str, op: str) -> Drift:
+    return Drift(table, f"an {op} of {table} came without its whole old row, so the document it leaves cannot "
+                 "be found: the REPLICA IDENTITY of the table, or of the partition the row is in, is not FULL",
+                 "start flusso again: it sets REPLICA IDENTITY FULL again (on every partition) and rebuilds "
+                 "the indexes that use the table")
+
+
+def _empty(conn: psycopg.Connection, part: Part) -> bool:
+    """True if the partition holds no row (False if it is gone, or locked: a rebuild then)."""
+    try:
+        row = conn.execute(
+            sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(*split_table(part.name)))
+        ).fetchone()
+    except (errors.UndefinedTable, errors.LockNotAvailable, errors.InsufficientPrivilege):
+        return False
+    return bool(row and row[0])
 
 
 def _retryable(err: psycopg.Error) -> bool:

@@ -15,12 +15,16 @@ class SeedMarker:
 
     `position` is the WAL position the seeding ran at: a server whose current position is below it
     was restored from an older backup, and every later write would lose its version check.
+    `tables` is each of the index's tables as the catalog said then (its OID, and its partitions'
+    OIDs and storage): a table replaced under the same name, or partitions attached, detached or
+    truncated since, changed rows without a change reaching the slot.
     """
 
     definition_hash: str
     slot: str
     system_identifier: str
     position: int = 0
+    tables: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def as_meta(self) -> dict:
         return {
@@ -28,6 +32,7 @@ class SeedMarker:
             "slot": self.slot,
             "system_identifier": self.system_identifier,
             "position": self.position,
+            "tables": dict(self.tables),
         }
 
     @classmethod
@@ -41,6 +46,7 @@ class SeedMarker:
                 slot=str(meta["slot"]),
                 system_identifier=str(meta["system_identifier"]),
                 position=int(meta.get("position", 0)),
+                tables=dict(meta["tables"]) if isinstance(meta.get("tables"), Mapping) else {},
             )
         except (KeyError, TypeError, ValueError):
             return None

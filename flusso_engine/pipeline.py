@@ -136,6 +136,10 @@ class Worker:
     the next chunk is built; `done` returns the batches all of whose flushes have succeeded, in
     order. A batch's `ack` is the end position of the last transaction whose commit marker the
     batch held, so a batch that ends inside a transaction acknowledges no further than the one before.
+
+    `guard(confirm, version)`, when given, is called before documents built at snapshot position
+    `version` are buffered, with the batch's last commit position: it durably raises the bounds of
+    `slotstate.py` (a no-op unless they grow, so about once per batch).
     """
 
     def __init__(
@@ -149,6 +153,7 @@ class Worker:
         resolve: Callable[[Sequence[Change]], dict[str, set[DocId]]] | None = None,
         failpoint: str = "live_flush",
         in_flight: int = 0,
+        guard: Callable[[Position, Position], None] | None = None,
     ) -> None:
         self.builder = builder
         self.resolve = resolve or builder.resolve
@@ -158,6 +163,8 @@ class Worker:
         self.only = set(only) if only is not None else None
         self.on_truncate = on_truncate
         self.flushes = Flushes(sink, in_flight, failpoint)
+        self.guard = guard
+        self._confirm: Position = 0  # the handled batch's last commit position
         self._batches: deque[tuple[BatchStats, int, float]] = deque()  # stats, last flush, started
 
     @property
@@ -173,6 +180,7 @@ class Worker:
         """Build and send the batch; it counts as flushed once `done` returns it."""
         started = time.monotonic()
         stats = BatchStats(changes=sum(1 for c in batch if not c.is_commit))
+        self._confirm = max((c.position for c in batch if c.is_commit), default=0)
         segment: list[Change] = []
         for change in batch:
             if change.op == "truncate":
@@ -219,6 +227,8 @@ class Worker:
                 continue
             for chunk in chunked(sorted(ids), self.max_docs):
                 built = self.builder.build(index, chunk, after=xids)
+                if self.guard is not None and built.docs:
+                    self.guard(self._confirm, built.position)
                 for doc_id, doc in built.docs.items():
                     self.sink.write(index, doc_id, doc, built.position)
                 buffered += len(built.docs)

@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -17,7 +23,7 @@ from flusso_engine.config import load_config
 from flusso_engine.sinks.stdout import StdoutSink
 from flusso_engine.slotstate import SlotGuard, SlotState, judge, state_key
 
-from .e2e import Flusso, current_lsn, flusso, generate, slot_confirmed, sql, wait_converged, write_config
+from .e2e import BOOKSTORE, Flusso, current_lsn, flusso, generate, slot_confirmed, sql, wait_converged, write_config
 
 # --- the judgement, pure ----------------------------------------------------------------------------
 
@@ -294,3 +300,81 @@ def test_the_slot_is_never_confirmed_past_the_recorded_bound(bookstore, opensear
         run.stop()
     _, state = _state(opensearch, config)
     assert slot_confirmed(dsn, load_config(config).source.slot) <= state["confirmed_bound"]
+
+
+# --- a lost slot: needs a server setting, so a private PostgreSQL of the test's own --------------------
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _as_pg(*cmd: str) -> None:
+    prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    subprocess.run([*prefix, *cmd], check=True, capture_output=True, cwd="/")
+
+
+@pytest.fixture
+def tiny_wal_pg(tmp_path: Path) -> Iterator[str]:
+    """A PostgreSQL 15 of this test alone (1 MB WAL segments, max_slot_wal_keep_size = 2MB, trust
+    on loopback), stopped and removed afterwards; the shared server is never reconfigured."""
+    if not (PG_BIN / "initdb").exists():
+        pytest.skip("PostgreSQL 15 server binaries not found")
+    base = Path(tempfile.mkdtemp(prefix="flusso-tinywal-", dir="/var/tmp"))
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres")
+    data, port = base / "data", _free_port()
+    try:
+        _as_pg(str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--wal-segsize=1")
+        with (data / "postgresql.conf").open("a") as conf:
+            conf.write(f"listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{base}'\n"
+                       "wal_level = logical\nmax_slot_wal_keep_size = 2MB\nmin_wal_size = 2MB\n"
+                       "max_wal_size = 4MB\nshared_buffers = 16MB\nfsync = off\n")
+        _as_pg(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "start")
+        dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute((BOOKSTORE / "schema.sql").read_text())
+        yield dsn
+    finally:
+        if (data / "postmaster.pid").exists():
+            _as_pg(str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def lose_the_slot(dsn: str, slot: str) -> None:
+    """Write WAL past max_slot_wal_keep_size and checkpoint: PostgreSQL invalidates the slot."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS filler (x int)")
+        for _ in range(6):
+            conn.execute("INSERT INTO filler SELECT generate_series(1, 1000)")
+            conn.execute("SELECT pg_switch_wal()")
+        conn.execute("CHECKPOINT")
+        (status,) = conn.execute("SELECT wal_status FROM pg_replication_slots WHERE slot_name = %s",
+                                 (slot,)).fetchone()
+    assert status == "lost"
+
+
+def test_a_lost_slot_is_said_loudly_then_recreated_and_every_index_rebuilt(tiny_wal_pg: str, index_prefix: str,
+                                                                           tmp_path: Path, opensearch) -> None:
+    generate(tiny_wal_pg, books=50)
+    config = write_config(tmp_path / "flusso.yaml", tiny_wal_pg, index_prefix)
+    cfg = load_config(config)
+    index = next(iter(cfg.indexes))
+    seeded(config)
+    sql(tiny_wal_pg, "UPDATE book SET title = 'in the WAL the slot lost' WHERE id = 1")
+    lose_the_slot(tiny_wal_pg, cfg.source.slot)
+    assert status(config)["indexes"][index]["seeded"] is False
+    run = Flusso(config)
+    try:
+        run.wait_for("live capture started")
+        assert "invalidated by PostgreSQL (wal_status lost" in run.output()
+        assert wait_converged(opensearch, config)["1"]["title"] == "in the WAL the slot lost"
+        sql(tiny_wal_pg, "UPDATE book SET title = 'live on the new slot' WHERE id = 2")
+        assert wait_converged(opensearch, config)["2"]["title"] == "live on the new slot"
+    finally:
+        run.stop()
+    assert run.proc.returncode == 0, run.output()[-3000:]

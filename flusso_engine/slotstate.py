@@ -12,8 +12,9 @@ two upper bounds it raises durably *before* it goes past them:
   capture never reports more than the bound it was given (`WalCapture.limit`). Bc only ever takes
   positions the slot itself handed out (commit end positions, keepalive WAL ends) or the slot's own
   `confirmed_flush_lsn` when flusso adopts it.
-- `version_bound` (Bv) is at least every version flusso has written to an index: the worker raises
-  it before it buffers documents built at a newer snapshot position.
+- `version_bound` (Bv) is at least every version flusso has written to an index: each flush raises
+  it (on the flush's own thread, before its bulk request) to the newest snapshot position its
+  documents were built at, together with Bc to the batch's last commit.
 
 The argument, for a slot only flusso moves: its `confirmed_flush_lsn` C only moves by flusso's
 status updates (or its `pg_replication_slot_advance`), which never exceed Bc, so C <= Bc at every
@@ -41,8 +42,9 @@ An incarnation is a random token stored in the state and in every seeded marker 
 write, which a crash cannot leave half done. With no state at all (a first start with this version
 of flusso, or a deleted state index) flusso cannot vouch for the slot and declares one as well.
 
-The cost is one small indexed document per raise, about once per batch (a build chunk at a newer
-snapshot position; an ack beyond what that raise covered), never per document: see `SlotGuard`.
+The cost is one small indexed document per raise, about once per batch (a flush whose documents
+were built at a newer snapshot position; an ack beyond what that raise covered), never per
+document, and off the worker's path while flushes run in the background: see `SlotGuard`.
 
 What this cannot see: a slot recreated while flusso is disconnected *and* the sink is down, so
 that the new incarnation cannot be written (the run exits 2 and the next start checks again

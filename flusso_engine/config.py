@@ -138,6 +138,8 @@ class SinkConfig(_Strict):
     ca_certs: str | None = None
     timeout_s: float = Field(30.0, gt=0)
     max_bulk_bytes: int = Field(20 * 1024 * 1024, gt=0)
+    # flusso's own state (one small document per slot and database: see slotstate.py)
+    state_index: str = Field("flusso-state", min_length=1, pattern=r"^[a-z0-9][a-z0-9._-]*$")
 
     @field_validator("hosts", mode="before")
     @classmethod

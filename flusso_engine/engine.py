@@ -27,9 +27,12 @@ from .pipeline import CaptureThread, Worker, drive
 from .policy import BatchPolicy, FailurePolicies
 from .queue.channel import Channel
 from .sinks import SeedMarker, Sink
+from .slotstate import SlotGuard, SlotMoved, Verdict, judge
 from .validate import validate
 
 log = logging.getLogger(__name__)
+
+IDLE_RAISE_S = 5.0  # how often, at most, an idle stream's keepalive positions raise the slot's bound
 
 
 @dataclass
@@ -74,6 +77,10 @@ class Engine:
         self.capture = self._make_capture(needs_full_identity(config, self.catalog), baseline)
         self.sink = self._make_sink()
         self._covered: dict[str, Position] = {}  # table -> its indexes were all seeded at or after this
+        self.slot_guard = SlotGuard(self.sink, config.source.slot, self.system_identifier,
+                                    on_limit=self.capture.set_limit)
+        self.capture.verify_slot = self._verify_slot
+        self._observed: tuple[str | None] | None = None  # the incarnation seen without adopting the slot
 
     # --- construction -----------------------------------------------------------------------
 
@@ -137,6 +144,7 @@ class Engine:
             system_identifier=self.system_identifier,
             position=position,
             tables=tables or {},
+            slot_incarnation=self.slot_incarnation,
         )
 
     def index_tables(self, index: str) -> set[str]:
@@ -147,9 +155,31 @@ class Engine:
             qualify(r.through.table) for r in relations if r.through is not None
         }
 
+    @property
+    def slot_incarnation(self) -> str | None:
+        """The slot's incarnation (see slotstate.py): the one adopted by `prepare`, else the one the
+        state names if the slot still is that one; None if it is gone, lost or not to be trusted."""
+        if self.slot_guard.state is not None:
+            return self.slot_guard.incarnation
+        if self._observed is None:
+            self._observed = (self._observe_slot(),)
+        return self._observed[0]
+
+    def _observe_slot(self) -> str | None:
+        """`prepare`'s judgement without changing anything (for `status` and Dagster's sensor)."""
+        info = self.capture.slot_info()
+        if info is None or info.wal_status == "lost":
+            return None
+        state = self.slot_guard.read()  # after the slot's position: see slotstate.py
+        verdict = judge(state, slot=self.config.source.slot, created=False, confirmed=info.confirmed_flush_lsn,
+                        current=self.capture.current_position(), timeline=self.capture.timeline())
+        return state.incarnation if verdict.same and state is not None else None
+
     def prepare(self, recreate_slot: bool = False) -> bool:
         """The slot and publication first (so nothing committed during a backfill is missed), then
-        every index's mapping. Returns True when the slot had to be created.
+        every index's mapping, then the slot's identity (slotstate.py). Returns True when every index
+        must be backfilled: the slot had to be created, or it is not the one the indexes were fed
+        from (recreated or moved by someone else, a restored or failed-over database).
 
         What `prepare` had to repair (a table missing from the publication, replica identity set
         again) and tables changed since an index was seeded (replaced, partitions attached, detached
@@ -160,20 +190,28 @@ class Engine:
             log.warning("dropped replication slot %s (--recreate-slot): every index will be reseeded",
                         self.config.source.slot)
         created = self.capture.prepare(self.config.tables())
-        if created:
-            log.info("created replication slot %s: every index reads as unseeded", self.config.source.slot)
         missed = {} if created else self._missed(self.capture.repairs)
         for index in self.config.indexes:
             self.sink.ensure_index(index, self.builder.mapping(index))
-            if created:
-                # durably: the run that created the slot may not be the one that backfills (Dagster)
+        verdict = self._adopt_slot(created)
+        if not verdict.same:
+            if verdict.kind == "created":
+                log.info("%s", verdict.reason)
+            elif verdict.kind == "unknown" and self.config.sink.type == "stdout":
+                log.debug("%s", verdict.reason)  # the stdout sink keeps nothing: every run backfills
+            else:
+                log.warning("%s", verdict.reason)
+            for index in self.config.indexes:
+                # durably: the run that adopted the slot may not be the one that backfills (Dagster);
+                # the new incarnation alone unseeds them, this keeps each index's _meta saying so too
                 self.sink.mark_unseeded(index)
-            elif missed.get(index) and self.sink.is_seeded(index, self.marker(index)):
-                log.warning("index %s will be rebuilt: %s", index, "; ".join(missed[index]))
-                self.sink.mark_unseeded(index)
-        self._check_positions()
+        else:
+            for index in self.config.indexes:
+                if missed.get(index) and self.sink.is_seeded(index, self.marker(index)):
+                    log.warning("index %s will be rebuilt: %s", index, "; ".join(missed[index]))
+                    self.sink.mark_unseeded(index)
         self.started = True
-        return created
+        return not verdict.same
 
     def _missed(self, repairs: Repairs) -> dict[str, list[str]]:
         """Per index, why changes to it may have been missed while the slot existed."""
@@ -204,23 +242,54 @@ class Engine:
                                "seeded (no row change reports that)")
         return out
 
-    def _check_positions(self) -> None:
-        current = self.capture.current_position()
+    def _adopt_slot(self, created: bool) -> Verdict:
+        slot = self.config.source.slot
+        floor = 0
         for index in self.config.indexes:
             marker = self.sink.seed_marker(index)
-            if marker is not None and marker.system_identifier == self.system_identifier and (
-                marker.position > current
-            ):
-                raise SourceError(
-                    f"index {index} was seeded at WAL position {int_to_lsn(marker.position)}, but the database "
-                    f"is now at {int_to_lsn(current)}: was it restored from a backup? Every write would lose "
-                    f"against the newer versions in the index. Reseed with `flusso backfill --index {index} "
-                    "--force` once you have checked the database."
-                )
+            if marker is not None and (marker.slot, marker.system_identifier) == (slot, self.system_identifier):
+                floor = max(floor, marker.position)
+
+        def confirmed() -> Position | None:
+            info = self.capture.slot_info()
+            return None if info is None else info.confirmed_flush_lsn
+
+        return self.slot_guard.adopt(created=created, read_slot=confirmed, read_current=self.capture.current_position,
+                                     timeline=self.capture.timeline(), floor=floor)
+
+    def _verify_slot(self) -> None:
+        """At every (re)connect of live capture, once the slot is held: is it still the one adopted?
+        If not, a new incarnation unseeds every index and the run stops unacknowledged (exit 2)."""
+        slot = self.config.source.slot
+        with psycopg.connect(self._dsn, autocommit=True, connect_timeout=10) as conn:
+            row = conn.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
+                               (slot,)).fetchone()
+            confirmed = lsn_to_int(row[0]) if row and row[0] else 0
+            state = self.slot_guard.read()  # after the slot's position: see slotstate.py
+            (current,) = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone() or ("0/0",)
+            (walfile,) = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone() or ("1",)
+        timeline = int(walfile[:8], 16)
+        verdict = judge(state, slot=slot, created=False, confirmed=confirmed, current=lsn_to_int(current),
+                        timeline=timeline)
+        if verdict.same:
+            return
+        self.slot_guard.renew(confirmed, lsn_to_int(current), timeline)
+        raise SlotMoved(
+            f"{verdict.reason}. Noticed while following it; nothing after the last flush was acknowledged. "
+            "Start `flusso run` again: it rebuilds the indexes."
+        )
+
+    def _guard(self, confirm: Position, version: Position) -> None:
+        self.slot_guard.raise_to(confirm=confirm, version=version)
+
+    def _ack(self, position: Position) -> None:
+        """Raise the slot's bound (usually the batch's build did already), then acknowledge."""
+        self.slot_guard.raise_to(confirm=position)
+        self.capture.ack(position)
 
     def unseeded(self, created: bool, only: Collection[str] | None = None) -> list[str]:
         names = self.index_names(only)
-        if created:
+        if created or self.slot_incarnation is None:
             return names
         return [n for n in names if not self.sink.is_seeded(n, self.marker(n))]
 
@@ -244,7 +313,8 @@ class Engine:
             return {index: {doc_id([c.new[k] for k in key]) for c in changes if c.new is not None}}
 
         worker = Worker(self.builder, self.sink, self.batch.max_changes, self.observer, only={index},
-                        resolve=resolve, failpoint="backfill_flush", in_flight=self.batch.in_flight)
+                        resolve=resolve, failpoint="backfill_flush", in_flight=self.batch.in_flight,
+                        guard=self._guard)
         stop = threading.Event()
         queue = Channel(self.config.queue.capacity, stop=stop)
         thread = CaptureThread(lambda: self.capture.snapshot(table, key), queue, stop, name="flusso-snapshot")
@@ -290,14 +360,22 @@ class Engine:
         self._capture_stop.clear()
         queue = Channel(self.config.queue.capacity, stop=self._capture_stop)
         worker = Worker(self.builder, self.sink, self.batch.max_changes, self.observer,
-                        on_truncate=self._on_truncate, on_resync=self._on_resync, in_flight=self.batch.in_flight)
+                        on_truncate=self._on_truncate, on_resync=self._on_resync, in_flight=self.batch.in_flight,
+                        guard=self._guard)
         thread = CaptureThread(self.capture.stream, queue, self._capture_stop)
         thread.start()
         log.info("live capture started on slot %s", self.config.source.slot)
         last = [time.monotonic(), 0]
+        idle_raised = [0.0]
 
         def tick() -> None:
             now = time.monotonic()
+            bound = self.slot_guard.state
+            if bound is not None and self.capture.idle > bound.confirmed_bound and (
+                now - idle_raised[0] >= IDLE_RAISE_S
+            ):
+                self.slot_guard.raise_to(confirm=self.capture.idle)  # lets the idle keepalives through
+                idle_raised[0] = now
             if now - last[0] < self.lag_every:
                 return
             self.report_lag(worker_changes=thread.count - last[1], seconds=now - last[0])
@@ -305,7 +383,7 @@ class Engine:
 
         try:
             drive(worker, queue, thread, self.stop, self._capture_stop, self.batch.max_changes,
-                  self.batch.max_delay, ack=self.capture.ack, on_tick=tick)
+                  self.batch.max_delay, ack=self._ack, on_tick=tick)
         finally:
             self._capture_stop.set()
             worker.close()
@@ -376,10 +454,11 @@ class Engine:
             ).fetchone()[0]
 
     def index_status(self, index: str) -> IndexStatus:
+        """`seeded` is false while the slot is gone, lost or not the one the index was fed from."""
         marker = self.marker(index)
         return IndexStatus(
             index=index,
-            seeded=self.sink.is_seeded(index, marker),
+            seeded=marker.slot_incarnation is not None and self.sink.is_seeded(index, marker),
             documents=self.sink.count(index),
             rows=self._count_rows(qualify(self.config.indexes[index].table)),
             definition_current=self.sink.definition_hash(index) == marker.definition_hash,

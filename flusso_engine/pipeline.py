@@ -86,19 +86,22 @@ class Flushes:
         self.documents = 0  # written or deleted by the settled flushes
         self.rejected = 0
 
-    def send(self, stats: BatchStats) -> None:
-        """Send the sink's buffer; its report is credited to `stats` once it settles."""
+    def send(self, stats: BatchStats, before: Callable[[], None] | None = None) -> None:
+        """Send the sink's buffer, after `before` (on the same thread, so it runs beside the build
+        of the next chunk); its report is credited to `stats` once it settles."""
         self.sent += 1
         if self._pool is None or self._detach is None:  # in line
             done: Future[FlushReport] = Future()
-            done.set_result(self._run(self.sink.flush))
+            done.set_result(self._run(self.sink.flush, before))
             self._sent.append((self.sent, done, stats))
             return
         while len(self._sent) >= self.limit:
             self._settle_oldest()
-        self._sent.append((self.sent, self._pool.submit(self._run, self._detach()), stats))
+        self._sent.append((self.sent, self._pool.submit(self._run, self._detach(), before), stats))
 
-    def _run(self, flush: Callable[[], FlushReport]) -> FlushReport:
+    def _run(self, flush: Callable[[], FlushReport], before: Callable[[], None] | None = None) -> FlushReport:
+        if before is not None:
+            before()
         report = flush()
         failpoints.hit(self.failpoint)
         return report
@@ -136,6 +139,12 @@ class Worker:
     the next chunk is built; `done` returns the batches all of whose flushes have succeeded, in
     order. A batch's `ack` is the end position of the last transaction whose commit marker the
     batch held, so a batch that ends inside a transaction acknowledges no further than the one before.
+
+    `guard(confirm, version)`, when given, runs before each flush is sent (on the flush's thread),
+    with the highest snapshot position the flush's documents were built at and the batch's last
+    commit position: it durably raises the bounds of `slotstate.py` before any of those versions
+    reaches the sink and before the batch can be acknowledged (a no-op unless they grow, so about
+    once per batch).
     """
 
     def __init__(
@@ -150,6 +159,7 @@ class Worker:
         resolve: Callable[[Sequence[Change]], dict[str, set[DocId]]] | None = None,
         failpoint: str = "live_flush",
         in_flight: int = 0,
+        guard: Callable[[Position, Position], None] | None = None,
     ) -> None:
         self.builder = builder
         self.resolve = resolve or builder.resolve
@@ -160,6 +170,9 @@ class Worker:
         self.on_truncate = on_truncate
         self.on_resync = on_resync
         self.flushes = Flushes(sink, in_flight, failpoint)
+        self.guard = guard
+        self._confirm: Position = 0  # the handled batch's last commit position
+        self._version: Position = 0  # the highest build position buffered since the last send
         self._batches: deque[tuple[BatchStats, int, float]] = deque()  # stats, last flush, started
 
     @property
@@ -175,6 +188,7 @@ class Worker:
         """Build and send the batch; it counts as flushed once `done` returns it."""
         started = time.monotonic()
         stats = BatchStats(changes=sum(1 for c in batch if not c.is_commit))
+        self._confirm = max((c.position for c in batch if c.is_commit), default=0)
         segment: list[Change] = []
         for change in batch:
             if change.op in ("truncate", "resync"):
@@ -224,6 +238,8 @@ class Worker:
                 continue
             for chunk in chunked(sorted(ids), self.max_docs):
                 built = self.builder.build(index, chunk, after=xids)
+                if built.docs:
+                    self._version = max(self._version, built.position)
                 for doc_id, doc in built.docs.items():
                     self.sink.write(index, doc_id, doc, built.position)
                 buffered += len(built.docs)
@@ -235,7 +251,12 @@ class Worker:
             self._send(stats)
 
     def _send(self, stats: BatchStats) -> None:
-        self.flushes.send(stats)
+        before = None
+        if self.guard is not None:
+            guard, confirm, version = self.guard, self._confirm, self._version
+            before = lambda: guard(confirm, version)  # noqa: E731 - bound now, run on the flush's thread
+        self._version = 0
+        self.flushes.send(stats, before)
         self.flushes.settle(wait=False)
 
 

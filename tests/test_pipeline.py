@@ -209,3 +209,37 @@ def test_drive_acknowledges_an_idle_stream_then_stops_cleanly() -> None:
     driver.join(5)
     assert not driver.is_alive() and acks == [100]
     w.close()
+
+
+@pytest.mark.parametrize("in_flight", [0, 2])
+def test_the_guard_runs_before_each_flush_with_its_versions_and_the_batchs_commit(in_flight: int) -> None:
+    sink = GatedSink()
+    calls: list[tuple[int, int, int]] = []  # confirm, version, flushes sent by the sink so far
+
+    def guard(confirm: int, version: int) -> None:
+        calls.append((confirm, version, sink.flushed_in_line))
+
+    w = worker(sink, in_flight=in_flight, guard=guard)
+    w.handle(batch(0, 15, position=100))  # two chunks of at most 10 documents: two flushes
+    for gate in sink.gates:
+        gate.set()
+    assert [s.ack for s in w.done(wait=True)] == [100]
+    assert [(c, v) for c, v, _ in calls] == [(100, 1), (100, 1)]
+    if in_flight == 0:
+        assert [n for _, _, n in calls] == [0, 1], "each guard ran before its own flush"
+    w.close()
+
+
+def test_a_failing_guard_fails_the_flush_and_nothing_is_acknowledged() -> None:
+    sink = GatedSink()
+
+    def guard(confirm: int, version: int) -> None:
+        raise SinkError("the state index refused the write")
+
+    w = worker(sink, in_flight=2, guard=guard)
+    with pytest.raises(SinkError, match="state index"):  # raised by whichever call settles the flush
+        w.handle(batch(0, 5, position=100))
+        w.done(wait=True)
+    assert not sink.gates[0].is_set(), "the documents were never sent"
+    assert w.observer.flushed == [], "no batch was done, so none can be acknowledged"
+    w.close()

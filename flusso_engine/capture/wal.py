@@ -14,7 +14,9 @@ and `ack()` moves the slot with standby status updates. The design points:
   waits on it while still reading our replies, so the connection lives and memory stays flat.
 - **Never more than the caller acked**, except one case the contract asks for: when nothing
   received is still unflushed (no transaction in progress, the last commit yielded is acked), a
-  keepalive's WAL end is reported as flushed, so an idle publication never pins WAL.
+  keepalive's WAL end is reported as flushed, so an idle publication never pins WAL. And never
+  more than `limit`, when the caller sets one: the highest position it has durably recorded as
+  confirmable (`slotstate.py`), so that a slot moved by someone else can be told from this one.
 - **Reconnect and resume.** A dropped connection is reopened with backoff up to a bound, starting
   from the last flushed position; transactions at or before it that the server resends are skipped.
 - **A slot still held** by another connection (a crashed run's walsender not yet gone) is waited
@@ -30,7 +32,7 @@ import logging
 import select
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -232,6 +234,7 @@ class WalCapture:
         self._idle: Position = 0  # a keepalive's WAL end, taken when nothing received was unflushed
         self._sent: Position = 0  # the last position reported to the server
         self._last_yielded: Position = 0  # end LSN of the last commit marker handed out
+        self._limit: Position | None = None  # never report more than this (None: no limit)
         self._relations: dict[int, _Rel] = {}
         self.reconnects = 0  # connections lost and reopened, for tests and observers
         # Schema changes under capture (see `schema.py`): what the config needs of each table; the
@@ -246,6 +249,9 @@ class WalCapture:
         self._watch_error: SourceError | None = None
         self._watch_resync: list[tuple[str, Position]] = []
         self.repairs = Repairs()
+        # called once the slot is ours (after START_REPLICATION, before anything is read), at the
+        # first start and after every reconnect: raises to refuse a slot that is not the one followed
+        self.verify_slot: Callable[[], None] | None = None
 
     # --- set-up and inspection ------------------------------------------------------------------
 
@@ -407,8 +413,9 @@ class WalCapture:
             if wal_status != "lost":
                 return False
             self._log.warning(
-                "replication slot %s was invalidated (its WAL was removed); recreating it, every index "
-                "it feeds will be backfilled",
+                "replication slot %s was invalidated by PostgreSQL (wal_status lost: the WAL it still "
+                "needed was removed, see max_slot_wal_keep_size), so the changes since its last confirmed "
+                "position are gone: dropping and recreating it; every index it feeds is rebuilt",
                 self.slot,
             )
             self._drop_slot(conn)
@@ -428,6 +435,15 @@ class WalCapture:
             row = conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()
         assert row is not None
         return int(row[0])
+
+    def timeline(self) -> int:
+        """The WAL timeline the server writes on now (a point-in-time restore or a promotion starts a
+        new one). Read from the current WAL file's name: `pg_control_checkpoint()` lags behind a
+        promotion until the next checkpoint."""
+        with self._sql() as conn:
+            row = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()
+        assert row is not None
+        return int(row[0][:8], 16)
 
     def current_position(self) -> Position:
         with self._sql() as conn:
@@ -577,8 +593,28 @@ class WalCapture:
     def acked(self) -> Position:
         return self._acked
 
+    @property
+    def idle(self) -> Position:
+        """The WAL end the last idle keepalive offered to confirm (`limit` may hold it back)."""
+        return self._idle
+
+    @property
+    def limit(self) -> Position | None:
+        return self._limit
+
+    def set_limit(self, position: Position | None) -> None:
+        """Report no position beyond `position` to the server (see the module doc); raising it
+        sends what it now allows at once."""
+        with self._state:
+            self._limit = position
+        with self._io:
+            if self._conn is not None and self._flushed() > self._sent:
+                self._send_locked(self._flushed())
+
     def _flushed(self) -> Position:
-        return max(self._acked, self._idle)
+        position = max(self._acked, self._idle)
+        limit = self._limit
+        return position if limit is None else min(position, limit)
 
     def _start(self) -> bool:
         """Open the replication connection and START_REPLICATION, waiting for a held slot.
@@ -612,7 +648,7 @@ class WalCapture:
                 if _retryable(err):
                     raise _Lost(_first_line(err))
                 missing = isinstance(err, errors.UndefinedObject)
-                hint = " (prepare() creates it: was it dropped?)" if missing else ""
+                hint = " (prepare() creates it: was it dropped?)" if missing else self._lost_hint()
                 raise SourceError(f"START_REPLICATION on slot {self.slot} failed: {_first_line(err)}{hint}")
             now = time.monotonic()
             if now >= deadline:
@@ -633,6 +669,15 @@ class WalCapture:
         with self._io:
             self._conn = conn
             self._send_locked(self._flushed())
+        if self.verify_slot is not None:
+            try:
+                self.verify_slot()  # the slot is held by this connection now: nobody can swap it
+            except psycopg.OperationalError as err:
+                self._close()
+                raise _Lost(_first_line(err)) from None
+            except BaseException:
+                self._close()
+                raise
         self._log.info("streaming from slot %s at %s", self.slot, int_to_lsn(start_at))
         return True
 
@@ -865,7 +910,9 @@ class WalCapture:
             if isinstance(err, errors.UndefinedObject):  # the publication: the slot cannot vanish while used
                 raise SourceError(self._publication_error(_first_line(err)))
             if not _retryable(err):
-                raise SourceError(f"replication from slot {self.slot} failed: {_first_line(err)}")
+                raise SourceError(
+                    f"replication from slot {self.slot} failed: {_first_line(err)}{self._lost_hint()}"
+                )
             raise _Lost(_first_line(err))
         raise _Lost("the server ended replication")
 
@@ -884,6 +931,21 @@ class WalCapture:
                 "exists now: it was created again after the slot's position, and PostgreSQL cannot decode the "
                 "slot's older WAL with it. The slot cannot continue: run `flusso run --recreate-slot` (or "
                 "`flusso teardown`, then `flusso run`), which reseeds every index")
+
+    def _lost_hint(self) -> str:
+        """What to do when the slot was invalidated; "" when it was not (or cannot be read)."""
+        try:
+            info = self.slot_info()
+        except SourceError:
+            return ""
+        if info is None or info.wal_status != "lost":
+            return ""
+        return (
+            f". The slot was invalidated (wal_status lost: PostgreSQL removed WAL it still needed, see "
+            f"max_slot_wal_keep_size) and the changes since its last confirmed position are gone. "
+            f"Start `flusso run` again: it recreates slot {self.slot} and rebuilds every index it feeds "
+            f"(or run `flusso teardown --yes`, then `flusso run`)"
+        )
 
     def _close(self) -> None:
         with self._io:

@@ -18,6 +18,11 @@ class SeedMarker:
     `tables` is each of the index's tables as the catalog said then (its OID, and its partitions'
     OIDs and storage): a table replaced under the same name, or partitions attached, detached or
     truncated since, changed rows without a change reaching the slot.
+
+    `slot_incarnation` names the slot itself, not just its name: flusso gives a slot a new random
+    incarnation whenever it cannot vouch for it (created, recreated or moved by someone else, a
+    restored database; see `slotstate.py`), so a marker of an earlier incarnation reads unseeded.
+    A marker written before incarnations existed has none, and reads unseeded once.
     """
 
     definition_hash: str
@@ -25,6 +30,7 @@ class SeedMarker:
     system_identifier: str
     position: int = 0
     tables: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    slot_incarnation: str | None = None
 
     def as_meta(self) -> dict:
         return {
@@ -33,6 +39,7 @@ class SeedMarker:
             "system_identifier": self.system_identifier,
             "position": self.position,
             "tables": dict(self.tables),
+            "slot_incarnation": self.slot_incarnation,
         }
 
     @classmethod
@@ -47,16 +54,19 @@ class SeedMarker:
                 system_identifier=str(meta["system_identifier"]),
                 position=int(meta.get("position", 0)),
                 tables=dict(meta["tables"]) if isinstance(meta.get("tables"), Mapping) else {},
+                slot_incarnation=None if meta.get("slot_incarnation") is None else str(meta["slot_incarnation"]),
             )
         except (KeyError, TypeError, ValueError):
             return None
 
     def same_seed(self, other: SeedMarker) -> bool:
-        """Same definition, slot and database: what `is_seeded` checks (the position is not compared)."""
-        return (self.definition_hash, self.slot, self.system_identifier) == (
+        """Same definition, slot (name and incarnation) and database: what `is_seeded` checks (the
+        position is not compared)."""
+        return (self.definition_hash, self.slot, self.system_identifier, self.slot_incarnation) == (
             other.definition_hash,
             other.slot,
             other.system_identifier,
+            other.slot_incarnation,
         )
 
 
@@ -116,6 +126,10 @@ class Sink(Protocol):
 
     `is_seeded(index, expected)` takes the marker a seeded index must match (definition hash, slot,
     system identifier; not the position): the engine knows them, the sink only stores markers.
+
+    `read_state` / `write_state` keep small documents of flusso's own (the slot's state, see
+    `slotstate.py`) with compare-and-set: `write_state` with the token `read_state` returned (None:
+    create) returns the new token, or None when someone else wrote the document in between.
     """
 
     def ensure_index(self, index: str, mapping: dict) -> None: ...
@@ -129,6 +143,8 @@ class Sink(Protocol):
     def count(self, index: str) -> int: ...
     def write(self, index: str, doc_id: DocId, doc: dict | str | None, version: int) -> None: ...
     def flush(self) -> FlushReport: ...
+    def read_state(self, key: str) -> tuple[dict, Any] | None: ...
+    def write_state(self, key: str, doc: dict, token: Any) -> Any | None: ...
 
 
 class DetachableSink(Sink, Protocol):

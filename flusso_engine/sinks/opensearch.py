@@ -87,6 +87,22 @@ DEAD_LETTER_MAPPING: dict = {
     },
 }
 
+STATE_MAPPING: dict = {
+    "settings": {"number_of_shards": 1, "auto_expand_replicas": "0-1"},
+    "mappings": {
+        "dynamic": False,
+        "properties": {
+            "slot": {"type": "keyword"},
+            "system_identifier": {"type": "keyword"},
+            "incarnation": {"type": "keyword"},
+            "timeline": {"type": "long"},
+            "confirmed_bound": {"type": "long"},
+            "version_bound": {"type": "long"},
+            "updated_at": {"type": "date"},
+        },
+    },
+}
+
 # what flush reads of a bulk response: the rest (ids, shards, seq_no) is parsed for nothing
 _BULK_FILTER = "errors,items.*.status,items.*.error"
 
@@ -335,6 +351,7 @@ class OpenSearchSink:
         self._buffer = WriteBuffer()
         self._dead_letter_indexes: set[str] = set()
         self._dead_letter_lock = threading.Lock()
+        self._state_ready = False
 
     # --- index state ------------------------------------------------------------------------------
 
@@ -474,6 +491,34 @@ class OpenSearchSink:
         retries = _Retries(self.policies, self._stop, self.where, self._log, self._scrub)
         self._send(actions, FlushReport(), retries)
         self.refresh(name)
+
+    # --- flusso's state ---------------------------------------------------------------------------
+
+    def read_state(self, key: str) -> tuple[dict, Any] | None:
+        """The state document `key` of `sink.state_index` (a realtime GET) and its compare-and-set
+        token, or None if there is none."""
+        try:
+            reply = self._call(f"reading {key} from {self.config.state_index}", self.client.get,
+                               index=self.config.state_index, id=key)
+        except NotFoundError:
+            return None
+        return dict(reply["_source"]), (reply["_seq_no"], reply["_primary_term"])
+
+    def write_state(self, key: str, doc: dict, token: Any) -> Any | None:
+        """Write `doc` if the stored one is still the one `token` was read with (None: if there is
+        none); durable when it returns (the translog is synced per request by default). None when
+        someone else wrote first."""
+        if not self._state_ready:
+            self.ensure_index(self.config.state_index, STATE_MAPPING)
+            self._state_ready = True
+        body = {**doc, "updated_at": datetime.now(UTC).isoformat()}
+        guard: dict[str, Any] = ({"op_type": "create"} if token is None
+                                 else {"if_seq_no": token[0], "if_primary_term": token[1]})
+        reply = self._call(f"writing {key} to {self.config.state_index}", self.client.index,
+                           index=self.config.state_index, id=key, body=body, ignore=409, **guard)
+        if reply.get("status") == 409 or "_seq_no" not in reply:
+            return None  # version_conflict_engine_exception: someone else wrote it first
+        return reply["_seq_no"], reply["_primary_term"]
 
     # --- writes -----------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 from ..changes import DocId
 from . import FlushReport, SeedMarker, WriteBuffer
@@ -25,6 +25,7 @@ class StdoutSink:
         self._ids: dict[str, set[DocId]] = {}
         self._hashes: dict[str, str | None] = {}
         self._markers: dict[str, SeedMarker] = {}
+        self._state: dict[str, tuple[dict, int]] = {}
 
     def ensure_index(self, index: str, mapping: dict) -> None:
         if index not in self._ids:
@@ -52,6 +53,19 @@ class StdoutSink:
         for state in (self._ids, self._hashes, self._markers):
             state.pop(index, None)
         self.ensure_index(index, mapping)
+
+    def read_state(self, key: str) -> tuple[dict, Any] | None:
+        stored = self._state.get(key)
+        return None if stored is None else (dict(stored[0]), stored[1])
+
+    def write_state(self, key: str, doc: dict, token: Any) -> Any | None:
+        """Compare-and-set in memory (the token is a counter), like the OpenSearch sink's."""
+        stored = self._state.get(key)
+        if (stored[1] if stored is not None else None) != token:
+            return None
+        version = (token or 0) + 1
+        self._state[key] = (dict(doc), version)
+        return version
 
     def refresh(self, index: str) -> None:
         """Nothing to do: what was flushed is counted at once."""

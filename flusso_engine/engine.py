@@ -195,7 +195,11 @@ class Engine:
             self.sink.ensure_index(index, self.builder.mapping(index))
         verdict = self._adopt_slot(created)
         if not verdict.same:
-            if verdict.kind == "created":
+            if self.capture.repairs.publication_created:  # prepare moved the slot itself: say why
+                log.warning("every index will be rebuilt: publication %s had to be created again for the existing "
+                            "slot, so changes made without it were not captured (the slot was moved past them)",
+                            self.config.source.publication)
+            elif verdict.kind == "created":
                 log.info("%s", verdict.reason)
             elif verdict.kind == "unknown" and self.config.sink.type == "stdout":
                 log.debug("%s", verdict.reason)  # the stdout sink keeps nothing: every run backfills

@@ -171,7 +171,8 @@ def local_disk(server: WalServer, dsn: str) -> Disk:
     """Free space of the server's pg_wal when this process runs beside the server and may read its
     data directory (PostgreSQL itself has no SQL function for free space); otherwise a note why not.
 
-    The directory counts as the server's only if its postmaster.pid names the same port and start time.
+    The directory counts as the server's only if its postmaster.pid names the same port and start time
+    (within two seconds).
     """
     wal = server.wal_dir_bytes
     if server.data_directory is None:
@@ -184,7 +185,8 @@ def local_disk(server: WalServer, dsn: str) -> Disk:
     try:
         with open(os.path.join(server.data_directory, "postmaster.pid")) as f:
             lines = f.read().splitlines()
-        same = int(lines[2]) == server.started_at and int(lines[3]) == server.port
+        # postmaster.pid is written a moment before the start time the server reports is taken
+        same = abs(int(lines[2]) - server.started_at) <= 2 and int(lines[3]) == server.port
         usage = shutil.disk_usage(os.path.join(server.data_directory, "pg_wal")) if same else None
     except (OSError, ValueError, IndexError):
         return Disk(wal_dir_bytes=wal, note="not reported: the server's data directory is not readable from here")

@@ -132,7 +132,7 @@ def seeded(config: Path) -> None:
 
 def status(config: Path) -> dict:
     res = flusso("status", "--json", config=config)
-    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.returncode in (0, 3), res.stderr[-3000:]  # 3: the slot needs attention (gone, lost)
     return json.loads(res.stdout)
 
 

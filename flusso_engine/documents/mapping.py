@@ -75,9 +75,9 @@ def definition_hash(index: IndexConfig, props: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def index_mapping(index: IndexConfig, catalog: Catalog) -> dict[str, Any]:
+def index_mapping(index: IndexConfig, catalog: Catalog, tree: Node | None = None) -> dict[str, Any]:
     """The body to create the index with: settings, and mappings with `_meta.flusso.definition_hash`."""
-    props = properties(index_tree(index, catalog), catalog)
+    props = properties(tree or index_tree(index, catalog), catalog)
     return {
         "settings": dict(index.settings),
         "mappings": {

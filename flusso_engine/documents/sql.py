@@ -19,7 +19,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -31,9 +30,10 @@ from ..catalog import Catalog
 from ..changes import Change, DocId, Row, doc_id, lsn_to_int, split_doc_id
 from ..config import FlussoConfig, IndexConfig, qualify, split_table
 from ..error import ConfigError, Problem, SourceError
-from ..keys import key_text, pin_session, same_text
+from ..keys import key_text, pin_session
+from ..plan import Plan, make_plan
 from . import Built
-from .mapping import index_mapping
+from .routes import Entry, Route, index_routes, needs_full_identity  # noqa: F401 - re-exported
 from .tree import Node, index_tree
 from .visibility import batch_xids, sees
 
@@ -141,10 +141,10 @@ def _relation(node: Node, parent: str, aliases: _Aliases) -> sql.Composable:
     )
 
 
-def build_statement(index: IndexConfig, catalog: Catalog) -> sql.Composed:
+def build_statement(index: IndexConfig, catalog: Catalog, tree: Node | None = None) -> sql.Composed:
     """SELECT key texts..., document FROM the root WHERE its key is among the ids (one text array
     per key column)."""
-    tree = index_tree(index, catalog)
+    tree = tree or index_tree(index, catalog)
     return sql.SQL("SELECT {}, {} FROM {} {} WHERE {}").format(
         _key_text(_ROOT, index.key),
         _document(tree, _ROOT, _Aliases()),
@@ -155,31 +155,6 @@ def build_statement(index: IndexConfig, catalog: Catalog) -> sql.Composed:
 
 
 # --- resolve ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Entry:
-    """Where a changed row's values enter an index's tree: they equal `columns` of the last row of
-    `path` (root first), or of `through`, the join table below it. No path: they are the root key."""
-
-    index: str
-    path: tuple[Node, ...] = ()
-    columns: tuple[str, ...] = ()
-    through: Node | None = None
-
-    @property
-    def key(self) -> tuple[Any, ...]:
-        """The entry's identity: changes entering at one entry share one query."""
-        return (self.index, self.path[-1].path if self.path else None, self.columns, self.through is not None)
-
-
-@dataclass(frozen=True)
-class Route:
-    """Changes to `table` reach an index at `entry`, with the values of `columns` of their rows."""
-
-    table: str
-    columns: tuple[str, ...]
-    entry: Entry
 
 
 def _descend(path: Sequence[Node], aliases: _Aliases) -> tuple[sql.Composable, str]:
@@ -222,79 +197,6 @@ def _upward(index: IndexConfig, catalog: Catalog, entry: Entry) -> sql.Composed:
     return sql.SQL("SELECT DISTINCT {} FROM {} WHERE {}").format(
         _key_text(_ROOT, index.key), source, _matches(catalog, table, alias, entry.columns)
     )
-
-
-def _prints_as_key(catalog: Catalog, root: str, table: str, pairs: dict[str, str]) -> bool:
-    """Whether the values of `table`'s columns (`pairs`: root key column -> column) are the root
-    key's own text as they are (`keys.same_text`), so that they can stand for the id unqueried."""
-    above, below = catalog.get(root), catalog.get(table)
-    if above is None or below is None:
-        return False
-    return all(
-        k in above.columns and c in below.columns and same_text(above.columns[k], below.columns[c])
-        for k, c in pairs.items()
-    )
-
-
-def index_routes(name: str, index: IndexConfig, catalog: Catalog) -> list[Route]:
-    """Every way a row change reaches this index's root ids.
-
-    A change to the root is its own id. A change to a child is found by the parent columns its join
-    values equal: when the parent is the root, those columns are its key and the child's columns
-    print their values exactly as the key's do (int FK to a bigint key; not varchar to char(5), nor
-    a numeric without a scale), that is the id itself; otherwise one query walks from there up to
-    the root, which gives the root key's own text. A many_to_many child enters at its join
-    table's child side; a change to the join table enters at the parent.
-    """
-    tree = index_tree(index, catalog)
-    by_key = Entry(name)
-    routes = [Route(tree.table, tuple(index.key), by_key)]
-
-    def at_parent(ancestors: tuple[Node, ...], node: Node, table: str, columns: tuple[str, ...]) -> None:
-        """`columns` of `table` pair with `node.parent_columns` of the parent (`ancestors[-1]`)."""
-        pairs = dict(zip(node.parent_columns, columns, strict=True))
-        at_root = len(ancestors) == 1 and set(pairs) == set(index.key)
-        if at_root and _prints_as_key(catalog, tree.table, table, pairs):
-            routes.append(Route(table, tuple(pairs[k] for k in index.key), by_key))
-        else:
-            routes.append(Route(table, columns, Entry(name, ancestors, node.parent_columns)))
-
-    for node, ancestors in tree.walk():
-        if not ancestors:
-            continue
-        if node.through is None:
-            at_parent(ancestors, node, node.table, node.child_columns)
-        else:
-            at_parent(ancestors, node, node.through.table, node.through.parent_side)
-            entry = Entry(name, ancestors, node.through.child_side, node)
-            routes.append(Route(node.table, node.child_columns, entry))
-    return routes
-
-
-def needs_full_identity(config: FlussoConfig, catalog: Catalog) -> set[str]:
-    """The tables (qualified) that need REPLICA IDENTITY FULL for resolve to find old parents.
-
-    Resolve reads a changed row's join-to-parent columns (a root's key) from its old row too. With
-    the default identity, pgoutput sends an UPDATE's old row only when the key changed, and a
-    DELETE's with the key columns only: enough exactly when those columns are all in the primary
-    key. Otherwise (`review.book_id`; `book_author.book_id` is fine: part of its key) a moved or
-    deleted row's old parent would be missed. The columns a row uses to reach its own children do
-    not matter: a child that moves is found from the child's own change. A table with REPLICA
-    IDENTITY NOTHING sends no old row at all. Tables missing from the catalog are validation's.
-    """
-    needed: dict[str, set[str]] = {}
-    for name, index in config.indexes.items():
-        for route in index_routes(name, index, catalog):
-            needed.setdefault(route.table, set()).update(route.columns)
-    out = set()
-    for table, columns in needed.items():
-        found = catalog.get(table)
-        if found is None:
-            continue
-        columns &= found.columns.keys()  # a missing column is validation's to report
-        if found.replica_identity == "n" or not columns <= set(found.primary_key):
-            out.add(found.qualified)
-    return out
 
 
 def _text(value: Any) -> str:
@@ -376,27 +278,28 @@ class SqlDocumentBuilder:
         catalog: Catalog,
         connect: str | Callable[[], psycopg.Connection],
         raw_json: bool = False,
+        plan: Plan | None = None,
     ) -> None:
         self._config = config
         self._connect = (lambda: psycopg.connect(connect)) if isinstance(connect, str) else connect
         self._raw_json = raw_json
         self._conn: psycopg.Connection | None = None
-        self._mappings = {name: index_mapping(index, catalog) for name, index in config.indexes.items()}
-        self._statements = {name: build_statement(index, catalog) for name, index in config.indexes.items()}
+        self.plan = plan or make_plan(config, catalog)
+        self._statements = {name: build_statement(p.config, catalog, p.tree) for name, p in self.plan.indexes.items()}
         self._routes: dict[str, list[Route]] = {}
         self._queries: dict[tuple, sql.Composed] = {}  # by entry key; none for the root key itself
-        for name, index in config.indexes.items():
-            for route in index_routes(name, index, catalog):
+        for p in self.plan.indexes.values():
+            for route in p.routes:
                 self._routes.setdefault(route.table, []).append(route)
                 if route.entry.path and route.entry.key not in self._queries:
-                    self._queries[route.entry.key] = _upward(index, catalog, route.entry)
+                    self._queries[route.entry.key] = _upward(p.config, catalog, route.entry)
         self.statements = 0
 
     def mapping(self, index: str) -> dict:
-        return self._mappings[index]
+        return self.plan.index(index).mapping
 
     def definition_hash(self, index: str) -> str:
-        return self._mappings[index]["mappings"]["_meta"]["flusso"]["definition_hash"]
+        return self.plan.index(index).definition_hash
 
     def build(self, index: str, ids: Collection[DocId], after: Collection[int] = ()) -> Built:
         """The documents for `ids` (None where the root row is gone) from one REPEATABLE READ snapshot,

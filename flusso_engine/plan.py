@@ -1,0 +1,85 @@
+"""Each index's plan, derived once from the config and the catalog, and read by every part.
+
+The relation tree (the config resolved against the catalog), the mapping, the resolve routes, the
+tables an index reads and the tables whose old rows resolve needs in full: the builder compiles
+its SQL from these, capture sets replica identity and checks Relation messages against them, the
+sink creates indexes with the mapping, validation reports from them. Deriving them in one place
+keeps them from disagreeing, and does the work once per start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .catalog import Catalog
+from .config import FlussoConfig, IndexConfig, qualify
+from .documents.mapping import index_mapping
+from .documents.routes import Route, full_identity, index_routes, old_columns
+from .documents.tree import Node, index_tree
+
+
+@dataclass(frozen=True)
+class IndexPlan:
+    name: str
+    config: IndexConfig
+    tree: Node
+    mapping: dict[str, Any]
+    routes: tuple[Route, ...]
+
+    @property
+    def root(self) -> str:
+        return self.tree.table
+
+    @property
+    def key(self) -> list[str]:
+        return list(self.config.key)
+
+    @property
+    def definition_hash(self) -> str:
+        return self.mapping["mappings"]["_meta"]["flusso"]["definition_hash"]
+
+    @property
+    def tables(self) -> frozenset[str]:
+        """Every table the index reads: its root, its relations' tables and their join tables."""
+        out = set()
+        for node, _ in self.tree.walk():
+            out.add(node.table)
+            if node.through is not None:
+                out.add(node.through.table)
+        return frozenset(out)
+
+
+@dataclass(frozen=True)
+class Plan:
+    indexes: Mapping[str, IndexPlan]
+    full_identity: frozenset[str]
+    """Tables (qualified) that need REPLICA IDENTITY FULL: resolve reads old values their default
+    identity does not send (see `documents.routes.full_identity`)."""
+    old_columns: Mapping[str, frozenset[str]]
+    """Per table, the columns resolve reads from its rows (the old ones too)."""
+
+    def index(self, name: str) -> IndexPlan:
+        return self.indexes[name]
+
+    def indexes_reading(self, table: str) -> list[str]:
+        """The indexes that read `table` (qualified or not)."""
+        table = qualify(table)
+        return [name for name, plan in self.indexes.items() if table in plan.tables]
+
+
+def index_plan(name: str, index: IndexConfig, catalog: Catalog) -> IndexPlan:
+    tree = index_tree(index, catalog)
+    return IndexPlan(name=name, config=index, tree=tree, mapping=index_mapping(index, catalog, tree),
+                     routes=tuple(index_routes(name, index, catalog, tree)))
+
+
+def make_plan(config: FlussoConfig, catalog: Catalog) -> Plan:
+    indexes = {name: index_plan(name, index, catalog) for name, index in config.indexes.items()}
+    routes = [r for plan in indexes.values() for r in plan.routes]
+    return Plan(
+        indexes=indexes,
+        full_identity=frozenset(full_identity(routes, catalog)),
+        old_columns={t: frozenset(c) for t, c in old_columns(routes).items()},
+    )

@@ -31,7 +31,8 @@ import harness  # noqa: E402
 from flusso_engine.catalog import Catalog, read_catalog  # noqa: E402
 from flusso_engine.changes import Change  # noqa: E402
 from flusso_engine.config import FlussoConfig, load_config  # noqa: E402
-from flusso_engine.documents.sql import SqlDocumentBuilder, needs_full_identity  # noqa: E402
+from flusso_engine.documents.routes import needs_full_identity  # noqa: E402
+from flusso_engine.documents.sql import SqlDocumentBuilder  # noqa: E402
 
 ADMIN_DSN = os.environ.get("FLUSSO_PG_DSN", "postgresql://postgres:postgres@127.0.0.1:5432/postgres")
 CONFIG = ROOT / "examples" / "bookstore" / "flusso.yaml"

@@ -107,7 +107,7 @@ def split(args: argparse.Namespace) -> None:
     OpenSearchSink.flush = timers.wrap("flush (total)", OpenSearchSink.flush)
     OpenSearchSink.write = timers.wrap("sink.write (buffer)", OpenSearchSink.write)
     os_sink._encode = timers.wrap("flush: _encode (NDJSON lines)", os_sink._encode)
-    engine = Engine(config)
+    engine = Engine(config).open()
     engine.sink.client.bulk = timers.wrap("flush: client.bulk (HTTP + OpenSearch indexing)",
                                           engine.sink.client.bulk)
     try:

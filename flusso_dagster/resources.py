@@ -29,7 +29,7 @@ from dagster import (
 )
 
 from flusso_engine.config import FlussoConfig, load_config
-from flusso_engine.engine import Engine, IndexStatus
+from flusso_engine.engine import Engine, IndexStatus, unseeded_indexes
 from flusso_engine.error import FlussoError
 from flusso_engine.health import SlotHealth, slot_health
 from flusso_engine.observer import BackfillReport, LoggingObserver, Observer
@@ -81,7 +81,7 @@ class FlussoResource(ConfigurableResource):
                observer: Observer | None = None) -> Iterator[Engine]:
         """An engine on the config, closed afterwards; engine errors become a `Failure` with its message."""
         try:
-            engine = Engine(self.config.load(), stop=stop, observer=observer, lag_every=self.heartbeat_s)
+            engine = Engine(self.config.load(), stop=stop, observer=observer, lag_every=self.heartbeat_s).open()
         except FlussoError as err:
             raise Failure(description=str(err)) from None
         try:
@@ -126,16 +126,15 @@ class FlussoResource(ConfigurableResource):
     def status(self, index: str) -> IndexStatus:
         """Documents in the index (refreshed first), rows in its root table, seeded, definition current."""
         with self.engine(observer=LoggingObserver()) as engine:
-            if engine.sink.definition_hash(index) is not None:
-                engine.sink.refresh(index)
-            return engine.index_status(index)
+            return engine.index_status(index, refresh=True)
 
     def unseeded(self) -> list[str]:
         """The indexes the sink says need a backfill; all of them while the slot is missing or lost
         (whichever run creates it next, changes were missed)."""
-        with self.engine(observer=LoggingObserver()) as engine:
-            info = engine.capture.slot_info()
-            return engine.unseeded(created=info is None or info.wal_status == "lost")
+        try:
+            return unseeded_indexes(self.config.load())  # no whole engine per sensor tick
+        except FlussoError as err:
+            raise Failure(description=str(err)) from None
 
     def slot_health(self) -> SlotHealth:
         """The slot's health as `flusso status` judges it, from one short connection (no engine: it
@@ -186,7 +185,7 @@ def _released(engine: Engine, timeout_s: float = 5.0) -> None:
     """Wait (briefly) for the server to let go of the slot: its confirmed position is final then."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        info = engine.capture.slot_info()
+        info = engine.slot_info()
         if info is None or not info.active:
             return
         time.sleep(0.1)

@@ -112,7 +112,7 @@ def _engine(config: FlussoConfig, stop: threading.Event, progress: bool = False)
     from .observer import LoggingObserver, ProgressObserver
 
     observer = ProgressObserver() if progress and sys.stderr.isatty() else LoggingObserver()
-    return Engine(config, stop=stop, observer=observer)
+    return Engine(config, stop=stop, observer=observer).open()
 
 
 def _status(config: FlussoConfig, as_json: bool) -> int:

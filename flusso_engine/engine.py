@@ -15,17 +15,19 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from . import registry
 from .capture.schema import expectations
 from .capture.wal import Repairs, WalCapture
 from .catalog import read_catalog
 from .changes import Change, Position, doc_id, int_to_lsn, lsn_to_int
-from .config import FlussoConfig, qualify, redact_dsn, split_table, walk_relations
-from .documents.sql import SqlDocumentBuilder, needs_full_identity
+from .config import FlussoConfig, qualify, redact_dsn, split_table
+from .documents import DocumentBuilder
 from .error import ConfigError, Problem, SourceError
 from .observer import BackfillReport, LagReport, LoggingObserver, Observer
 from .pipeline import CaptureThread, Worker, drive
+from .plan import make_plan
 from .policy import BatchPolicy, FailurePolicies
-from .queue.channel import Channel
+from .registry import Context
 from .sinks import SeedMarker, Sink
 from .slotstate import SlotGuard, SlotMoved, Verdict, judge
 from .validate import validate
@@ -63,24 +65,44 @@ class Engine:
         self._capture_stop = threading.Event()
         self.started = False
         self._dsn = config.source.dsn.get_secret_value()
+        self._opened = False
+        self._covered: dict[str, Position] = {}  # table -> its indexes were all seeded at or after this
+        self._observed: tuple[str | None] | None = None  # the incarnation seen without adopting the slot
+
+    def open(self, *, check: bool = True) -> Engine:
+        """Connect, validate the config against the database (unless `check` is False: for a quick
+        look that runs nothing), read the catalog and derive each index's plan, once; then make the
+        parts. Idempotent; `close` (or leaving `with engine:`) releases them."""
+        if self._opened:
+            return self
         self._connect_check()
         with psycopg.connect(self._dsn, autocommit=True) as conn:
             # before the catalog: a table's definition changed at or before this position is in it
             baseline = lsn_to_int(conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])
-            report = validate(config, conn)
-            report.raise_for_problems()
-            self.catalog = read_catalog(conn, config.tables())
+            if check:
+                validate(self.config, conn).raise_for_problems()
+            self.catalog = read_catalog(conn, self.config.tables())
             self.system_identifier = str(
                 conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0]
             )
-        self.builder = SqlDocumentBuilder(config, self.catalog, self._dsn, raw_json=True)
-        self.capture = self._make_capture(needs_full_identity(config, self.catalog), baseline)
+        self.plan = make_plan(self.config, self.catalog)
+        self.context = Context(config=self.config, catalog=self.catalog, plan=self.plan, dsn=self._dsn,
+                               stop=self.stop, capture_stop=self._capture_stop, batch=self.batch,
+                               failures=self.failures, baseline=baseline)
+        self.builder: DocumentBuilder = registry.create("documents", "sql", self.context)
+        self.capture = self._make_capture(set(self.plan.full_identity), baseline)
         self.sink = self._make_sink()
-        self._covered: dict[str, Position] = {}  # table -> its indexes were all seeded at or after this
-        self.slot_guard = SlotGuard(self.sink, config.source.slot, self.system_identifier,
+        self.slot_guard = SlotGuard(self.sink, self.config.source.slot, self.system_identifier,
                                     on_limit=self.capture.set_limit)
         self.capture.verify_slot = self._verify_slot
-        self._observed: tuple[str | None] | None = None  # the incarnation seen without adopting the slot
+        self._opened = True
+        return self
+
+    def __enter__(self) -> Engine:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # --- construction -----------------------------------------------------------------------
 
@@ -119,6 +141,9 @@ class Engine:
                               connections=self.batch.in_flight + 1)
 
     def close(self) -> None:
+        if not self._opened:
+            return
+        self._opened = False
         for part in (self.capture, self.builder, self.sink):
             close = getattr(part, "close", None)
             if close is not None:
@@ -149,11 +174,7 @@ class Engine:
 
     def index_tables(self, index: str) -> set[str]:
         """Every table an index reads: its root, its relations' tables and their join tables."""
-        spec = self.config.indexes[index]
-        relations = [r for _, r in walk_relations(spec.relations)]
-        return {qualify(spec.table)} | {qualify(r.table) for r in relations} | {
-            qualify(r.through.table) for r in relations if r.through is not None
-        }
+        return set(self.plan.index(index).tables)
 
     @property
     def slot_incarnation(self) -> str | None:
@@ -304,14 +325,14 @@ class Engine:
         lost slot may hold documents whose rows are gone, which rebuilding the live rows never removes.
         """
         started = time.monotonic()
-        spec = self.config.indexes[index]
-        table = qualify(spec.table)
+        plan = self.plan.index(index)
+        table = plan.root
         position = self.capture.current_position()
         tables = self.capture.table_fingerprints(sorted(self.index_tables(index)))
         self.sink.recreate(index, self.builder.mapping(index))
         rows = self._count_rows(table)
         self.observer.backfill_started(index, rows)
-        key = list(spec.key)
+        key = plan.key
 
         def resolve(changes: Sequence[Change]) -> dict[str, set[str]]:
             return {index: {doc_id([c.new[k] for k in key]) for c in changes if c.new is not None}}
@@ -320,7 +341,7 @@ class Engine:
                         resolve=resolve, failpoint="backfill_flush", in_flight=self.batch.in_flight,
                         guard=self._guard)
         stop = threading.Event()
-        queue = Channel(self.config.queue.capacity, stop=stop)
+        queue = registry.create("queue", self.config.queue.type, self.context, stop)
         thread = CaptureThread(lambda: self.capture.snapshot(table, key), queue, stop, name="flusso-snapshot")
         thread.start()
         def progress() -> None:
@@ -362,7 +383,7 @@ class Engine:
     def live(self) -> None:
         """Follow the slot until the stop event is set; then flush, ack, return."""
         self._capture_stop.clear()
-        queue = Channel(self.config.queue.capacity, stop=self._capture_stop)
+        queue = registry.create("queue", self.config.queue.type, self.context, self._capture_stop)
         worker = Worker(self.builder, self.sink, self.batch.max_changes, self.observer,
                         on_truncate=self._on_truncate, on_resync=self._on_resync, in_flight=self.batch.in_flight,
                         guard=self._guard)
@@ -428,8 +449,8 @@ class Engine:
 
     def _on_truncate(self, table: str) -> None:
         """A root table truncated empties its index; any other table on a tree reseeds that index now."""
-        for index, spec in self.config.indexes.items():
-            if qualify(spec.table) == table:
+        for index in self.config.indexes:
+            if self.plan.index(index).root == table:
                 log.info("%s was truncated: emptying index %s", table, index)
                 position = self.capture.current_position()
                 tables = self.capture.table_fingerprints(sorted(self.index_tables(index)))
@@ -457,8 +478,24 @@ class Engine:
                 sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name))
             ).fetchone()[0]
 
-    def index_status(self, index: str) -> IndexStatus:
-        """`seeded` is false while the slot is gone, lost or not the one the index was fed from."""
+    def slot_info(self):  # noqa: ANN201 - the capture's SlotInfo (or None: no slot)
+        return self.capture.slot_info()
+
+    def needs_backfill(self, only: Collection[str] | None = None) -> list[str]:
+        """The indexes the sink says are unseeded; all of them while the slot is missing or lost
+        (whichever run creates it next, changes were missed). Changes nothing."""
+        info = self.capture.slot_info()
+        return self.unseeded(created=info is None or info.wal_status == "lost", only=only)
+
+    def teardown(self) -> None:
+        """Drop what capture set up (the slot and the publication)."""
+        self.capture.teardown()
+
+    def index_status(self, index: str, refresh: bool = False) -> IndexStatus:
+        """`seeded` is false while the slot is gone, lost or not the one the index was fed from.
+        With `refresh`, the index is refreshed first, so the count includes the latest writes."""
+        if refresh and self.sink.definition_hash(index) is not None:
+            self.sink.refresh(index)
         marker = self.marker(index)
         return IndexStatus(
             index=index,
@@ -467,3 +504,9 @@ class Engine:
             rows=self._count_rows(qualify(self.config.indexes[index].table)),
             definition_current=self.sink.definition_hash(index) == marker.definition_hash,
         )
+
+
+def unseeded_indexes(config: FlussoConfig, only: Collection[str] | None = None) -> list[str]:
+    """`Engine.needs_backfill` without validating the config first: a cheap look for a sensor's tick."""
+    with Engine(config).open(check=False) as engine:
+        return engine.needs_backfill(only)

@@ -7,7 +7,7 @@ settings, privileges, slot and publication), then judged by pure functions, so e
 its own. What `run` sets up by itself (publication, slot, REPLICA IDENTITY FULL) is a note, not a
 problem; it becomes a problem only when the role could not do it.
 
-Which tables need REPLICA IDENTITY FULL is the builder's to say (`documents.sql.needs_full_identity`,
+Which tables need REPLICA IDENTITY FULL is the builder's to say (`documents.routes.needs_full_identity`,
 derived from the very lookups resolve makes); `old_row_columns` only words the note about it.
 """
 
@@ -22,7 +22,7 @@ import psycopg
 from .capture.wal import SlotInfo, WalServer, read_slot
 from .catalog import Catalog, Column, Table, read_catalog
 from .config import FlussoConfig, RelationConfig, did_you_mean, qualify, relation_path, split_table
-from .documents.sql import needs_full_identity
+from .documents.routes import needs_full_identity
 from .error import ConfigError, Problem
 from .health import SET_KEEP, judge
 from .keys import KEY_FIX, key_type_problem

@@ -45,7 +45,7 @@ def test_n_changes_cost_about_n_over_m_bulk_requests(bookstore_db: str, index_pr
                                       batch={"max_changes": max_changes, "max_delay_ms": 500}))
     stop = threading.Event()
     recorder = Recorder()
-    engine = Engine(config, stop=stop, observer=recorder)
+    engine = Engine(config, stop=stop, observer=recorder).open()
     engine.run(live=False)
     recorder.batches.clear()
     thread = threading.Thread(target=engine.live)

@@ -11,7 +11,7 @@ from flusso_engine import keys
 from flusso_engine.catalog import Catalog, Column, Table
 from flusso_engine.changes import doc_id, split_doc_id
 from flusso_engine.config import parse_config
-from flusso_engine.documents.sql import index_routes
+from flusso_engine.documents.routes import index_routes
 
 
 def column(type_name: str, base: str, category: str = "N", *, element: str | None = None,

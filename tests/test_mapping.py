@@ -12,7 +12,8 @@ import pytest
 from flusso_engine.catalog import Catalog, read_catalog
 from flusso_engine.config import FlussoConfig, load_config, parse_config
 from flusso_engine.documents.mapping import FALLBACK, OPAQUE, TEXT, index_mapping
-from flusso_engine.documents.sql import SqlDocumentBuilder, needs_full_identity
+from flusso_engine.documents.routes import needs_full_identity
+from flusso_engine.documents.sql import SqlDocumentBuilder
 
 BOOKSTORE = Path(__file__).resolve().parents[1] / "examples" / "bookstore"
 

@@ -22,7 +22,8 @@ from psycopg import sql
 from flusso_engine.catalog import Catalog, Table, read_catalog
 from flusso_engine.changes import Change, DocId, Row
 from flusso_engine.config import FlussoConfig, load_config
-from flusso_engine.documents.sql import SqlDocumentBuilder, needs_full_identity
+from flusso_engine.documents.routes import needs_full_identity
+from flusso_engine.documents.sql import SqlDocumentBuilder
 
 BOOKSTORE = Path(__file__).resolve().parents[1] / "examples" / "bookstore"
 sys.path.insert(0, str(BOOKSTORE))

@@ -29,7 +29,7 @@ import psycopg
 from ..catalog import Catalog
 from ..changes import lsn_to_int
 from ..config import FlussoConfig, qualify
-from ..documents.sql import index_routes, needs_full_identity
+from ..documents.routes import index_routes, needs_full_identity
 from ..documents.tree import index_tree
 from .pgoutput import Relation
 

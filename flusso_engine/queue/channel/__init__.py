@@ -93,3 +93,8 @@ class Channel(Generic[T]):
     def __len__(self) -> int:
         with self._lock:
             return len(self._items)
+
+
+def create(context, stop: threading.Event) -> Channel:  # noqa: ANN001 - registry.Context
+    """The registry's factory (`queue.type: channel`): one bounded channel per phase of the run."""
+    return Channel(context.config.queue.capacity, stop=stop)

@@ -1,18 +1,6 @@
-"""The SQL document builder: resolve changes to root ids, and build documents, with generated SQL.
-
-Each index gets one build statement (generated once): the root rows asked for, each turned into its
-whole document by `json_build_object` / `json_agg` subqueries that follow the relation tree, so a
-batch of ids is one round trip whatever its size or depth. Resolve walks the same joins upwards: the
-join values of each changed row (old and new) become arrays, one query per place in the tree where
-they enter it, never one per row.
-
-Values from changes are compared as the column's own type (`%s::text[]::bigint[]`): pgoutput gives
-the text form, and a cast keeps the foreign-key indexes usable where `col::text = ...` would not.
-Root keys come back as their output function's text, the rendering pgoutput sends (`keys`), in a
-session with the settings that rendering depends on pinned.
-Statements are prepared on first use: they run again and again, and planning the build statement
-costs a few milliseconds.
-"""
+"""`SqlDocumentBuilder`: resolve changes to root ids, and build documents, with the statements of
+`statements.py`, prepared on first use (they run again and again, and planning the build statement
+costs a few milliseconds)."""
 
 from __future__ import annotations
 
@@ -25,178 +13,17 @@ import psycopg
 from psycopg import sql
 from psycopg.types.string import TextLoader
 
-from ..capture.pgoutput import UNCHANGED
-from ..catalog import Catalog
-from ..changes import Change, DocId, Row, doc_id, lsn_to_int, split_doc_id
-from ..config import FlussoConfig, IndexConfig, qualify, split_table
-from ..error import ConfigError, Problem, SourceError
-from ..keys import key_text, pin_session
-from ..plan import Plan, make_plan
-from . import Built
-from .routes import Entry, Route, index_routes, needs_full_identity  # noqa: F401 - re-exported
-from .tree import Node, index_tree
-from .visibility import batch_xids, sees
-
-_MAX_PAIRS = 50  # json_build_object takes at most 100 arguments
-_ROOT = "r"
-
-
-class _Aliases:
-    """Table aliases unique within one statement (a table can appear at several depths)."""
-
-    def __init__(self) -> None:
-        self._n = 0
-
-    def __call__(self, prefix: str) -> str:
-        self._n += 1
-        return f"{prefix}{self._n}"
-
-
-def _table(name: str) -> sql.Identifier:
-    return sql.Identifier(*split_table(name))
-
-
-def _column_type(catalog: Catalog, table: str, column: str) -> sql.Composable:
-    """The column's type as SQL, to cast text values to. format_type()'s output, which the server
-    quotes itself where a name needs it (`character varying(17)`, `"My Type"`)."""
-    found = catalog.get(table)
-    if found is None or column not in found.columns:
-        raise ConfigError(
-            [Problem("", f'column "{column}" of {table} is not in the database: run `flusso validate`')]
-        )
-    return sql.SQL(found.columns[column].type_name)
-
-
-def _equal(left: str, left_cols: Sequence[str], right: str, right_cols: Sequence[str]) -> sql.Composable:
-    return sql.SQL(" AND ").join(
-        sql.SQL("{} = {}").format(sql.Identifier(left, a), sql.Identifier(right, b))
-        for a, b in zip(left_cols, right_cols, strict=True)
-    )
-
-
-def _matches(catalog: Catalog, table: str, alias: str, columns: Sequence[str]) -> sql.Composable:
-    """`alias.columns` equal one of the tuples passed as one text array per column."""
-    arrays = [
-        sql.SQL("{}::text[]::{}[]").format(sql.Placeholder(), _column_type(catalog, table, c))
-        for c in columns
-    ]
-    if len(columns) == 1:
-        return sql.SQL("{} = ANY({})").format(sql.Identifier(alias, columns[0]), arrays[0])
-    return sql.SQL("({}) IN (SELECT * FROM unnest({}))").format(
-        sql.SQL(", ").join(sql.Identifier(alias, c) for c in columns), sql.SQL(", ").join(arrays)
-    )
-
-
-def _key_text(alias: str, key: Sequence[str]) -> sql.Composable:
-    """The key columns' text: what pgoutput gives for them, so `_id`s from changes and builds agree
-    (`keys.key_text`)."""
-    return key_text([sql.Identifier(alias, k) for k in key])
-
-
-# --- build ------------------------------------------------------------------------------------------
-
-
-def _document(node: Node, alias: str, aliases: _Aliases) -> sql.Composable:
-    """A json object of the node's fields and relations, read from the row at `alias`."""
-    pairs = [
-        sql.SQL("{}, {}").format(sql.Literal(f), sql.Identifier(alias, c)) for f, c in node.fields.items()
-    ]
-    pairs += [
-        sql.SQL("{}, {}").format(sql.Literal(c.name), _relation(c, alias, aliases)) for c in node.children
-    ]
-    if len(pairs) <= _MAX_PAIRS:
-        return sql.SQL("json_build_object({})").format(sql.SQL(", ").join(pairs))
-    chunks = [pairs[i : i + _MAX_PAIRS] for i in range(0, len(pairs), _MAX_PAIRS)]
-    return sql.SQL("({})::json").format(
-        sql.SQL(" || ").join(sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(c)) for c in chunks)
-    )
-
-
-def _relation(node: Node, parent: str, aliases: _Aliases) -> sql.Composable:
-    """A correlated subquery: the child's object (NULL when none) or its ordered array (`[]` when none)."""
-    alias = aliases("c")
-    if node.through is not None:
-        link = aliases("t")
-        source = sql.SQL("{} {} JOIN {} {} ON {}").format(
-            _table(node.through.table),
-            sql.Identifier(link),
-            _table(node.table),
-            sql.Identifier(alias),
-            _equal(alias, node.child_columns, link, node.through.child_side),
-        )
-        where = _equal(link, node.through.parent_side, parent, node.parent_columns)
-    else:
-        source = sql.SQL("{} {}").format(_table(node.table), sql.Identifier(alias))
-        where = _equal(alias, node.child_columns, parent, node.parent_columns)
-    document = _document(node, alias, aliases)
-    if not node.is_array:
-        return sql.SQL("(SELECT {} FROM {} WHERE {})").format(document, source, where)
-    order = sql.SQL("")
-    if node.order:
-        order = sql.SQL(" ORDER BY {}").format(
-            sql.SQL(", ").join(sql.Identifier(alias, c) for c in node.order)
-        )
-    return sql.SQL("COALESCE((SELECT json_agg({}{}) FROM {} WHERE {}), '[]'::json)").format(
-        document, order, source, where
-    )
-
-
-def build_statement(index: IndexConfig, catalog: Catalog, tree: Node | None = None) -> sql.Composed:
-    """SELECT key texts..., document FROM the root WHERE its key is among the ids (one text array
-    per key column)."""
-    tree = tree or index_tree(index, catalog)
-    return sql.SQL("SELECT {}, {} FROM {} {} WHERE {}").format(
-        _key_text(_ROOT, index.key),
-        _document(tree, _ROOT, _Aliases()),
-        _table(tree.table),
-        sql.Identifier(_ROOT),
-        _matches(catalog, tree.table, _ROOT, index.key),
-    )
-
-
-# --- resolve ----------------------------------------------------------------------------------------
-
-
-def _descend(path: Sequence[Node], aliases: _Aliases) -> tuple[sql.Composable, str]:
-    """FROM the root JOIN down to the last node of `path`; returns the clause and that node's alias."""
-    parts: list[sql.Composable] = [sql.SQL("{} {}").format(_table(path[0].table), sql.Identifier(_ROOT))]
-    above = _ROOT
-    for node in path[1:]:
-        alias = aliases("c")
-        if node.through is not None:
-            link = aliases("t")
-            parts.append(
-                sql.SQL("JOIN {} {} ON {}").format(
-                    _table(node.through.table),
-                    sql.Identifier(link),
-                    _equal(link, node.through.parent_side, above, node.parent_columns),
-                )
-            )
-            on = _equal(alias, node.child_columns, link, node.through.child_side)
-        else:
-            on = _equal(alias, node.child_columns, above, node.parent_columns)
-        parts.append(sql.SQL("JOIN {} {} ON {}").format(_table(node.table), sql.Identifier(alias), on))
-        above = alias
-    return sql.SQL(" ").join(parts), above
-
-
-def _upward(index: IndexConfig, catalog: Catalog, entry: Entry) -> sql.Composed:
-    """The distinct root key texts of the documents holding a row that matches the entry's values."""
-    aliases = _Aliases()
-    source, alias = _descend(entry.path, aliases)
-    table = entry.path[-1].table
-    if entry.through is not None and entry.through.through is not None:
-        link, through = aliases("t"), entry.through.through
-        source = sql.SQL("{} JOIN {} {} ON {}").format(
-            source,
-            _table(through.table),
-            sql.Identifier(link),
-            _equal(link, through.parent_side, alias, entry.through.parent_columns),
-        )
-        alias, table = link, through.table
-    return sql.SQL("SELECT DISTINCT {} FROM {} WHERE {}").format(
-        _key_text(_ROOT, index.key), source, _matches(catalog, table, alias, entry.columns)
-    )
+from ...capture.pgoutput import UNCHANGED
+from ...catalog import Catalog
+from ...changes import Change, DocId, Row, doc_id, lsn_to_int, split_doc_id
+from ...config import FlussoConfig, qualify
+from ...error import SourceError
+from ...keys import pin_session
+from ...plan import Plan, make_plan
+from .. import Built
+from ..routes import Entry, Route
+from ..visibility import batch_xids, sees
+from .statements import build_statement, upward
 
 
 def _text(value: Any) -> str:
@@ -292,7 +119,7 @@ class SqlDocumentBuilder:
             for route in p.routes:
                 self._routes.setdefault(route.table, []).append(route)
                 if route.entry.path and route.entry.key not in self._queries:
-                    self._queries[route.entry.key] = _upward(p.config, catalog, route.entry)
+                    self._queries[route.entry.key] = upward(p.config, catalog, route.entry)
         self.statements = 0
 
     def mapping(self, index: str) -> dict:

@@ -18,19 +18,11 @@ from dagster import (
 )
 from pydantic import Field
 
-from .project import PARTITION_TAG, Project
-from .resources import LIVE_ASSET, FlussoResource
+from .constants import LIVE_ASSET, PARTITION_TAG, RUNNING_STATUSES
+from .project import Project
+from .resources import FlussoResource
 
 SEARCH_INDEX = AssetKey("search_index")
-IN_FLIGHT = [
-    DagsterRunStatus.QUEUED,
-    DagsterRunStatus.NOT_STARTED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
-    DagsterRunStatus.CANCELING,
-]
-
-
 class SeedConfig(Config):
     force: bool = Field(False, description="backfill even if the sink says the index is seeded")
 
@@ -55,7 +47,7 @@ def earlier_backfill(context: AssetExecutionContext, index: str) -> RunRecord | 
     `dagster.yaml`'s tag limit is what keeps a second run queued; this is for an instance without
     it (two backfills of one index would drop each other's documents when each recreates it).
     """
-    runs = index_runs(context.instance, index, [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED])
+    runs = index_runs(context.instance, index, RUNNING_STATUSES)
     mine = next((r for r in runs if r.dagster_run.run_id == context.run_id), None)
     for other in runs:
         if other.dagster_run.run_id == context.run_id:

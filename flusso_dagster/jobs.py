@@ -2,7 +2,8 @@
 
 from dagster import JobDefinition, OpExecutionContext, in_process_executor, job, op
 
-from .project import SLOT_TAG, Project
+from .constants import SLOT_TAG
+from .project import Project
 from .resources import FlussoResource
 
 

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .constants import WORKER_KEYS
+
 
 def _boot_id() -> str:
     try:
@@ -57,7 +59,7 @@ class Worker:
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, object]) -> Worker | None:
         values = {k: getattr(metadata.get(k), "value", metadata.get(k)) for k in
-                  ("worker_machine", "worker_pid", "worker_started")}
+                  WORKER_KEYS}
         if not all(isinstance(v, str) and v for v in values.values()):
             return None
         try:

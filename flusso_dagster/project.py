@@ -19,11 +19,6 @@ from flusso_engine.error import ConfigError, Problem
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "examples" / "bookstore" / "flusso.yaml"
 
-INDEX_TAG = "flusso/index"
-"""Run tag naming the index a run backfills: `dagster.yaml` allows one run per value."""
-SLOT_TAG = "flusso/slot"
-"""Run tag naming the slot a live_capture run reads: `dagster.yaml` allows one run per value."""
-PARTITION_TAG = "dagster/partition"
 
 # The environment variables the resource hands to the config's `${VAR}` expansion as secrets.
 SECRET_VARS = {

@@ -34,14 +34,13 @@ from flusso_engine.error import FlussoError
 from flusso_engine.health import SlotHealth, slot_health
 from flusso_engine.observer import BackfillReport, LoggingObserver, Observer
 
+from .constants import LIVE_ASSET
 from .observer import DagsterObserver
 from .process import Worker
 from .project import SECRET_VARS
 
 T = TypeVar("T")
 
-LIVE_ASSET = "flusso_live"
-"""The observable asset whose observations are live_capture's heartbeats (lag, throughput)."""
 SEEDED_REASON = "the index is seeded: nothing was written (materialize with run config force: true to reseed)"
 
 

@@ -11,7 +11,8 @@ from dagster import (
 )
 
 from .assets import FORCE_RUN_CONFIG
-from .project import INDEX_TAG, Project
+from .constants import INDEX_TAG
+from .project import Project
 
 
 def build_reseed(search_index: AssetsDefinition, project: Project) -> ScheduleDefinition:

@@ -21,17 +21,12 @@ from dagster import (
     sensor,
 )
 
-from .assets import IN_FLIGHT, index_runs
+from .assets import index_runs
+from .constants import ACTIVE_STATUSES, INDEX_TAG, KEEPER_STATUSES, REPLACES_TAG, SLOT_TAG
 from .process import Worker, this_machine
-from .project import INDEX_TAG, SLOT_TAG, Project
+from .project import Project
 from .resources import FlussoResource
 
-KEEPER_STATUSES = [
-    DagsterRunStatus.QUEUED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
-    DagsterRunStatus.CANCELING,
-]
 SEED_RETRY_AFTER = timedelta(minutes=10)
 
 
@@ -111,7 +106,7 @@ def keep_alive(instance: DagsterInstance, job_name: str, slot: str, stale_after_
         return busy
     tags = {SLOT_TAG: slot}
     if replaced:
-        tags["flusso/replaces"] = ",".join(replaced)
+        tags[REPLACES_TAG] = ",".join(replaced)
     return RunRequest(run_key=None, tags=tags)
 
 
@@ -139,7 +134,7 @@ def seed_requests(instance: DagsterInstance, unseeded: list[str],
     now = now or datetime.now(UTC)
     requests, skipped = [], []
     for index in unseeded:
-        if index_runs(instance, index, IN_FLIGHT):
+        if index_runs(instance, index, ACTIVE_STATUSES):
             skipped.append(f"{index} (a run is backfilling it)")
             continue
         failed = instance.get_run_records(

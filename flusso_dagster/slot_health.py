@@ -30,8 +30,9 @@ from dagster import (
 
 from flusso_engine.health import SlotHealth
 
+from .constants import LIVE_ASSET
 from .project import Project
-from .resources import LIVE_ASSET, FlussoResource
+from .resources import FlussoResource
 
 SLOT_CHECK = "slot_health"
 

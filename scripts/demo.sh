@@ -49,7 +49,7 @@ EOF
     curl -fsS -o /dev/null -X DELETE "$os_url/$index" 2>/dev/null || true
 fi
 
-state=$($BIN/python -m flusso_dagster.demo database "$admin_dsn" "$db")
+state=$($BIN/python scripts/demo_helpers.py database "$admin_dsn" "$db")
 if [ "$state" != ready ]; then
     echo "demo: generating $books books into database $db"
     $BIN/python examples/bookstore/generate.py --books "$books" --dsn "$FLUSSO_PG_DSN"
@@ -63,12 +63,12 @@ stop() {
     trap 'echo "demo: second interrupt: killing everything"; kill -KILL -- -"$dev" 2>/dev/null; exit 130' INT TERM
     echo
     echo "demo: stopping: terminating runs first (flush, ack), then dagster dev"
-    $BIN/python -m flusso_dagster.demo stop-runs || true
+    $BIN/python scripts/demo_helpers.py stop-runs || true
     kill -INT -- -"$dev" 2>/dev/null || true
     for _ in $(seq 60); do kill -0 -- -"$dev" 2>/dev/null || break; sleep 0.5; done
     kill -KILL -- -"$dev" 2>/dev/null || true
-    $BIN/python -m flusso_dagster.demo cancel-queued || true
-    $BIN/python -m flusso_dagster.demo slot "$FLUSSO_PG_DSN" "$slot" || true
+    $BIN/python scripts/demo_helpers.py cancel-queued || true
+    $BIN/python scripts/demo_helpers.py slot "$FLUSSO_PG_DSN" "$slot" || true
     echo "demo: stopped"
     exit 0
 }

@@ -37,10 +37,10 @@ from dagster._core.events import AssetObservationData
 from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteRepositoryOrigin
 
 from flusso_dagster.assets import build_search_index, index_partitions
+from flusso_dagster.constants import INDEX_TAG, LIVE_ASSET, PARTITION_TAG, SLOT_TAG
 from flusso_dagster.factory import build_definitions
 from flusso_dagster.jobs import build_live_capture
-from flusso_dagster.project import INDEX_TAG, PARTITION_TAG, SLOT_TAG, Project
-from flusso_dagster.resources import LIVE_ASSET
+from flusso_dagster.project import Project
 from flusso_dagster.schedules import build_reseed
 from flusso_dagster.sensors import build_keeper, seed_requests
 

@@ -1,9 +1,9 @@
 """Helpers of `scripts/demo.sh` (`make demo`): the demo database, and a clean stop of the runs.
 
-    python -m flusso_dagster.demo database ADMIN_DSN NAME   # create it if missing; prints new|empty|ready
-    python -m flusso_dagster.demo stop-runs                  # terminate in-progress runs, wait for them
-    python -m flusso_dagster.demo cancel-queued              # cancel runs that never started
-    python -m flusso_dagster.demo slot DSN SLOT              # who holds the slot, where it stands
+    python scripts/demo_helpers.py database ADMIN_DSN NAME   # create it if missing; prints new|empty|ready
+    python scripts/demo_helpers.py stop-runs                  # terminate in-progress runs, wait for them
+    python scripts/demo_helpers.py cancel-queued              # cancel runs that never started
+    python scripts/demo_helpers.py slot DSN SLOT              # who holds the slot, where it stands
 
 `dagster dev` stopped by a signal leaves its code server and the live_capture run behind, still
 holding the slot: the demo first terminates the runs through the instance (the run launcher sends
@@ -19,8 +19,7 @@ import time
 
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
-ACTIVE = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
-          DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
+from flusso_dagster.constants import ACTIVE_STATUSES as ACTIVE
 
 
 def database(admin_dsn: str, name: str) -> str:

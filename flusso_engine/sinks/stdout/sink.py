@@ -12,8 +12,8 @@ import sys
 import time
 from typing import Any, TextIO
 
-from ..changes import DocId
-from . import FlushReport, SeedMarker, WriteBuffer
+from ...changes import DocId
+from .. import FlushReport, SeedMarker, WriteBuffer
 
 
 class StdoutSink:

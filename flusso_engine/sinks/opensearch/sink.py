@@ -61,11 +61,11 @@ from opensearchpy import OpenSearch, helpers
 from opensearchpy.exceptions import ConnectionError as TransportConnectionError
 from opensearchpy.exceptions import NotFoundError, TransportError
 
-from ..changes import DocId
-from ..config import SinkConfig
-from ..error import RejectedItem, SinkError
-from ..policy import FailurePolicies
-from . import FlushReport, PendingWrite, Rejection, SeedMarker, WriteBuffer
+from ...changes import DocId
+from ...config import SinkConfig
+from ...error import RejectedItem, SinkError
+from ...policy import FailurePolicies
+from .. import FlushReport, PendingWrite, Rejection, SeedMarker, WriteBuffer
 from .index_errors import IndexWide, index_wide
 
 DEAD_LETTER_SUFFIX = "-deadletter"

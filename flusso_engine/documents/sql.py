@@ -32,6 +32,7 @@ from ..changes import Change, DocId, Row, doc_id, lsn_to_int, split_doc_id
 from ..config import FlussoConfig, IndexConfig, qualify, split_table
 from ..error import ConfigError, Problem, SourceError
 from ..keys import key_text, pin_session, same_text
+from ..sinks.marker import mapping_definition_hash
 from . import Built
 from .mapping import index_mapping
 from .tree import Node, index_tree
@@ -396,7 +397,9 @@ class SqlDocumentBuilder:
         return self._mappings[index]
 
     def definition_hash(self, index: str) -> str:
-        return self._mappings[index]["mappings"]["_meta"]["flusso"]["definition_hash"]
+        digest = mapping_definition_hash(self._mappings[index])
+        assert digest is not None, "index_mapping always writes the definition hash"
+        return digest
 
     def build(self, index: str, ids: Collection[DocId], after: Collection[int] = ()) -> Built:
         """The documents for `ids` (None where the root row is gone) from one REPEATABLE READ snapshot,

@@ -1,8 +1,9 @@
 """Where documents go: the Sink protocol, the write buffer and the flush report; the seeded marker
 and the layout of `_meta.flusso` are in `marker.py`.
 
-The part's door: the engine and the other parts import from here only. The backends are folders
-beside it (`opensearch/`, `stdout/`), each implementing `Sink`."""
+The part's door: the engine and the other parts import from here (and the documents part, which
+puts the definition hash into the mapping it derives, from `marker.py`), never from a backend. The
+backends are folders beside it (`opensearch/`, `stdout/`), each implementing `Sink`."""
 
 from __future__ import annotations
 

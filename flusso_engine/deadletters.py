@@ -18,7 +18,8 @@ from .config import FlussoConfig
 from .documents import DocumentBuilder
 from .error import ConfigError, Problem
 from .policy import FailurePolicies
-from .sinks.opensearch import DeadLetter, OpenSearchSink
+from .sinks import DeadLetter, DeadLetterSink
+from .sinks.opensearch import OpenSearchSink
 
 log = logging.getLogger("flusso.deadletters")
 
@@ -31,7 +32,7 @@ class ReplayReport:
     still_rejected: int = 0
 
 
-def dead_letter_sink(config: FlussoConfig, failures: FailurePolicies) -> OpenSearchSink:
+def dead_letter_sink(config: FlussoConfig, failures: FailurePolicies) -> DeadLetterSink:
     """The sink that reads and replays dead letters; only OpenSearch keeps them."""
     if config.sink.type != "opensearch":
         raise ConfigError([Problem("sink.type", f"the {config.sink.type} sink keeps no dead letters: "
@@ -39,7 +40,7 @@ def dead_letter_sink(config: FlussoConfig, failures: FailurePolicies) -> OpenSea
     return OpenSearchSink(config.sink, dataclasses.replace(failures, item_rejection="dead_letter"))
 
 
-def replay(index: str, letters: Sequence[DeadLetter], builder: DocumentBuilder, sink: OpenSearchSink,
+def replay(index: str, letters: Sequence[DeadLetter], builder: DocumentBuilder, sink: DeadLetterSink,
            mapping: dict, chunk_size: int) -> ReplayReport:
     """Rebuild and write the documents of `letters` (all of `index`), chunk by chunk; remove the
     letters of those that went in."""

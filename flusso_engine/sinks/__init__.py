@@ -7,7 +7,7 @@ backends are folders beside it (`opensearch/`, `stdout/`), each implementing `Si
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -15,6 +15,8 @@ from ..changes import DocId
 from .marker import SeedMarker
 
 __all__ = [
+    "DeadLetter",
+    "DeadLetterSink",
     "DetachableSink",
     "FlushReport",
     "PendingWrite",
@@ -108,3 +110,22 @@ class DetachableSink(Sink, Protocol):
     flushed in line."""
 
     def detach(self) -> Callable[[], FlushReport]: ...
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A rejected document as its dead letter records it (without the document itself)."""
+
+    index: str
+    doc_id: DocId
+    reason: str
+    failed_at: str
+    letter_id: str
+
+
+class DeadLetterSink(Sink, Protocol):
+    """A sink that keeps the documents it rejected (`failures.item_rejection: dead_letter`), for
+    `flusso dead-letters` to list and replay. Optional: only the OpenSearch sink keeps them."""
+
+    def dead_letters(self, index: str) -> list[DeadLetter]: ...
+    def remove_dead_letters(self, index: str, letters: Sequence[DeadLetter]) -> None: ...

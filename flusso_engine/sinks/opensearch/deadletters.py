@@ -14,7 +14,6 @@ import hashlib
 import json
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from opensearchpy import helpers
@@ -22,7 +21,7 @@ from opensearchpy.exceptions import NotFoundError
 
 from ...changes import DocId
 from ...error import RejectedItem, SinkError
-from .. import FlushReport, PendingWrite, Rejection
+from .. import DeadLetter, FlushReport, PendingWrite, Rejection
 from .bulk import MAX_ID_BYTES, Action, Bulk, encode, id_too_long, line
 from .client import Retries
 from .indexes import Indexes
@@ -44,17 +43,6 @@ DEAD_LETTER_MAPPING: dict = {
         },
     },
 }
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """A rejected document as its dead letter records it (without the document itself)."""
-
-    index: str
-    doc_id: DocId
-    reason: str
-    failed_at: str
-    letter_id: str
 
 
 def letter_id(doc_id: DocId) -> str:

@@ -98,7 +98,7 @@ def emit(args: argparse.Namespace, record: dict[str, Any]) -> None:
 def split(args: argparse.Namespace) -> None:
     """`Engine.backfill` in this process, its build, encode, bulk round trip and flush timed."""
     from flusso_engine.engine import Engine
-    from flusso_engine.sinks import opensearch as os_sink
+    from flusso_engine.sinks.opensearch import bulk as os_bulk
 
     config_path, index, dsn = setup(args)
     config = load_config(config_path)
@@ -106,7 +106,7 @@ def split(args: argparse.Namespace) -> None:
     SqlDocumentBuilder.build = timers.wrap("build (PG: snapshot + build query + fetch)", SqlDocumentBuilder.build)
     OpenSearchSink.flush = timers.wrap("flush (total)", OpenSearchSink.flush)
     OpenSearchSink.write = timers.wrap("sink.write (buffer)", OpenSearchSink.write)
-    os_sink._encode = timers.wrap("flush: _encode (NDJSON lines)", os_sink._encode)
+    os_bulk.encode = timers.wrap("flush: _encode (NDJSON lines)", os_bulk.encode)
     engine = Engine(config).open()
     engine.sink.client.bulk = timers.wrap("flush: client.bulk (HTTP + OpenSearch indexing)",
                                           engine.sink.client.bulk)
@@ -358,7 +358,7 @@ CATEGORIES: list[tuple[str, str]] = [
     ("queue: waiting for changes", r"get_batch \(flusso_engine/queue/channel"),
     ("queue: capture blocked on a full queue", r"^put \(flusso_engine/queue/channel"),
     ("build: visibility wait (sleep)", r"_Wait\.sees"),
-    ("flush: _encode (NDJSON)", r"_encode \(flusso_engine/sinks/opensearch"),
+    ("flush: _encode (NDJSON)", r"\bencode \(flusso_engine/sinks/opensearch/bulk"),
     ("flush: bulk response JSON parse", r"(loads|JSONSerializer\.loads) \(.*(json|serializer)"),
     ("flush: bulk HTTP round trip (OpenSearch)", r"(OpenSearch\.bulk|perform_request) \("),
     ("flush: other", r"flush \(flusso_engine/sinks/opensearch"),

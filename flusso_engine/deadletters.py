@@ -14,11 +14,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from . import registry
 from .config import FlussoConfig
 from .documents import DocumentBuilder
 from .error import ConfigError, Problem
 from .policy import FailurePolicies
-from .sinks.opensearch import DeadLetter, OpenSearchSink
+from .sinks import DeadLetter, DeadLetterSink
 
 log = logging.getLogger("flusso.deadletters")
 
@@ -31,15 +32,18 @@ class ReplayReport:
     still_rejected: int = 0
 
 
-def dead_letter_sink(config: FlussoConfig, failures: FailurePolicies) -> OpenSearchSink:
-    """The sink that reads and replays dead letters; only OpenSearch keeps them."""
-    if config.sink.type != "opensearch":
+def dead_letter_sink(config: FlussoConfig, failures: FailurePolicies) -> DeadLetterSink:
+    """A sink of the config's type that keeps dead letters, and dead-letters whatever
+    `failures.item_rejection` says (a replay works through the letters)."""
+    context = registry.Context.for_sink(config, dataclasses.replace(failures, item_rejection="dead_letter"))
+    sink = registry.create("sinks", config.sink.type, context)
+    if not isinstance(sink, DeadLetterSink):
         raise ConfigError([Problem("sink.type", f"the {config.sink.type} sink keeps no dead letters: "
                                    "they are kept by the opensearch sink only")])
-    return OpenSearchSink(config.sink, dataclasses.replace(failures, item_rejection="dead_letter"))
+    return sink
 
 
-def replay(index: str, letters: Sequence[DeadLetter], builder: DocumentBuilder, sink: OpenSearchSink,
+def replay(index: str, letters: Sequence[DeadLetter], builder: DocumentBuilder, sink: DeadLetterSink,
            mapping: dict, chunk_size: int) -> ReplayReport:
     """Rebuild and write the documents of `letters` (all of `index`), chunk by chunk; remove the
     letters of those that went in."""

@@ -91,7 +91,7 @@ class Engine:
                                failures=self.failures, baseline=baseline)
         self.builder: DocumentBuilder = registry.create("documents", "sql", self.context)
         self.capture = self._make_capture(set(self.plan.full_identity), baseline)
-        self.sink = self._make_sink()
+        self.sink: Sink = registry.create("sinks", self.config.sink.type, self.context)
         self.slot_guard = SlotGuard(self.sink, self.config.source.slot, self.system_identifier,
                                     on_limit=self.capture.set_limit)
         self.capture.verify_slot = self._verify_slot
@@ -128,17 +128,6 @@ class Engine:
             expected=expectations(self.config, self.catalog),
             baseline=baseline,
         )
-
-    def _make_sink(self) -> Sink:
-        if self.config.sink.type == "stdout":
-            from .sinks.stdout import StdoutSink
-
-            return StdoutSink()
-        from .sinks.opensearch import OpenSearchSink
-
-        # the worker's thread and every flush in flight may hold a connection at once
-        return OpenSearchSink(self.config.sink, self.failures, stop=self.stop,
-                              connections=self.batch.in_flight + 1)
 
     def close(self) -> None:
         if not self._opened:

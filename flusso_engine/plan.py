@@ -18,6 +18,7 @@ from .config import FlussoConfig, IndexConfig, qualify
 from .documents.mapping import index_mapping
 from .documents.routes import Route, full_identity, index_routes, old_columns
 from .documents.tree import Node, index_tree
+from .sinks.marker import mapping_definition_hash
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,9 @@ class IndexPlan:
 
     @property
     def definition_hash(self) -> str:
-        return self.mapping["mappings"]["_meta"]["flusso"]["definition_hash"]
+        digest = mapping_definition_hash(self.mapping)
+        assert digest is not None, "index_mapping always writes the definition hash"
+        return digest
 
     @property
     def tables(self) -> frozenset[str]:

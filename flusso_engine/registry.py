@@ -41,14 +41,22 @@ class Context:
     run's stop events and policies."""
 
     config: FlussoConfig
-    catalog: Catalog
-    plan: Plan
+    catalog: Catalog | None  # None in a context for a sink alone (`for_sink`)
+    plan: Plan | None
     dsn: str
     stop: threading.Event  # the run's: set on shutdown
     capture_stop: threading.Event  # capture's own, so the worker can still drain, flush and ack
     batch: BatchPolicy
     failures: FailurePolicies
     baseline: Position = 0  # the WAL position read just before the catalog
+
+    @classmethod
+    def for_sink(cls, config: FlussoConfig, failures: FailurePolicies | None = None,
+                 stop: threading.Event | None = None) -> Context:
+        """What a sink's factory needs, without a database: for commands that only read the sink."""
+        return cls(config=config, catalog=None, plan=None, dsn="", stop=stop or threading.Event(),
+                   capture_stop=threading.Event(), batch=BatchPolicy.from_config(config.batch),
+                   failures=failures or FailurePolicies.from_config(config.failures))
 
 
 def register(part: str, name: str, factory: Callable[..., Any]) -> None:

@@ -18,7 +18,6 @@ from flusso_engine.config import SinkConfig
 from flusso_engine.error import RejectedItem, SinkError
 from flusso_engine.policy import FailurePolicies
 from flusso_engine.sinks import SeedMarker
-from flusso_engine.sinks.index_errors import index_wide
 from flusso_engine.sinks.opensearch import (
     DEAD_LETTER_SUFFIX,
     OpenSearchSink,
@@ -28,6 +27,7 @@ from flusso_engine.sinks.opensearch import (
     redact_url,
     retry_window_s,
 )
+from flusso_engine.sinks.opensearch.index_errors import index_wide
 
 from .conftest import OPENSEARCH_URL
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..catalog import Catalog, Column
 from ..config import IndexConfig
+from ..sinks.marker import index_meta
 from .tree import Node, index_tree
 
 TEXT = {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}}
@@ -82,7 +83,7 @@ def index_mapping(index: IndexConfig, catalog: Catalog, tree: Node | None = None
         "settings": dict(index.settings),
         "mappings": {
             "dynamic": False,
-            "_meta": {"flusso": {"definition_hash": definition_hash(index, props)}},
+            "_meta": index_meta(definition_hash(index, props)),
             "properties": props,
         },
     }

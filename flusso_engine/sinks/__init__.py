@@ -1,73 +1,30 @@
-"""Where documents go: the Sink protocol, the seeded marker, the write buffer and the flush report."""
+"""Where documents go: the Sink protocol, the write buffer and the flush report; the seeded marker
+and the layout of `_meta.flusso` are in `marker.py`.
+
+The part's door: the engine and the other parts import from here (and the documents part, which
+puts the definition hash into the mapping it derives, from `marker.py`), never from a backend. The
+backends are folders beside it (`opensearch/`, `stdout/`), each implementing `Sink`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ..changes import DocId
+from .marker import SeedMarker
 
-
-@dataclass(frozen=True)
-class SeedMarker:
-    """What `_meta.flusso` records: which definition, slot and database an index was seeded from.
-
-    `position` is the WAL position the seeding ran at: a server whose current position is below it
-    was restored from an older backup, and every later write would lose its version check.
-    `tables` is each of the index's tables as the catalog said then (its OID, and its partitions'
-    OIDs and storage): a table replaced under the same name, or partitions attached, detached or
-    truncated since, changed rows without a change reaching the slot.
-
-    `slot_incarnation` names the slot itself, not just its name: flusso gives a slot a new random
-    incarnation whenever it cannot vouch for it (created, recreated or moved by someone else, a
-    restored database; see `slotstate.py`), so a marker of an earlier incarnation reads unseeded.
-    A marker written before incarnations existed has none, and reads unseeded once.
-    """
-
-    definition_hash: str
-    slot: str
-    system_identifier: str
-    position: int = 0
-    tables: Mapping[str, Any] = field(default_factory=dict, compare=False)
-    slot_incarnation: str | None = None
-
-    def as_meta(self) -> dict:
-        return {
-            "definition_hash": self.definition_hash,
-            "slot": self.slot,
-            "system_identifier": self.system_identifier,
-            "position": self.position,
-            "tables": dict(self.tables),
-            "slot_incarnation": self.slot_incarnation,
-        }
-
-    @classmethod
-    def from_meta(cls, meta: Any) -> SeedMarker | None:
-        """The marker `as_meta` wrote, or None for anything else (absent, hand-edited, older layout)."""
-        if not isinstance(meta, Mapping):
-            return None
-        try:
-            return cls(
-                definition_hash=str(meta["definition_hash"]),
-                slot=str(meta["slot"]),
-                system_identifier=str(meta["system_identifier"]),
-                position=int(meta.get("position", 0)),
-                tables=dict(meta["tables"]) if isinstance(meta.get("tables"), Mapping) else {},
-                slot_incarnation=None if meta.get("slot_incarnation") is None else str(meta["slot_incarnation"]),
-            )
-        except (KeyError, TypeError, ValueError):
-            return None
-
-    def same_seed(self, other: SeedMarker) -> bool:
-        """Same definition, slot (name and incarnation) and database: what `is_seeded` checks (the
-        position is not compared)."""
-        return (self.definition_hash, self.slot, self.system_identifier, self.slot_incarnation) == (
-            other.definition_hash,
-            other.slot,
-            other.system_identifier,
-            other.slot_incarnation,
-        )
+__all__ = [
+    "DeadLetter",
+    "DeadLetterSink",
+    "DetachableSink",
+    "FlushReport",
+    "PendingWrite",
+    "Rejection",
+    "SeedMarker",
+    "Sink",
+    "WriteBuffer",
+]
 
 
 @dataclass
@@ -153,3 +110,23 @@ class DetachableSink(Sink, Protocol):
     flushed in line."""
 
     def detach(self) -> Callable[[], FlushReport]: ...
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A rejected document as its dead letter records it (without the document itself)."""
+
+    index: str
+    doc_id: DocId
+    reason: str
+    failed_at: str
+    letter_id: str
+
+
+@runtime_checkable
+class DeadLetterSink(Sink, Protocol):
+    """A sink that keeps the documents it rejected (`failures.item_rejection: dead_letter`), for
+    `flusso dead-letters` to list and replay. Optional: only the OpenSearch sink keeps them."""
+
+    def dead_letters(self, index: str) -> list[DeadLetter]: ...
+    def remove_dead_letters(self, index: str, letters: Sequence[DeadLetter]) -> None: ...

@@ -12,8 +12,9 @@ import sys
 import time
 from typing import Any, TextIO
 
-from ..changes import DocId
-from . import FlushReport, SeedMarker, WriteBuffer
+from ...changes import DocId
+from .. import FlushReport, SeedMarker, WriteBuffer
+from ..marker import mapping_definition_hash
 
 
 class StdoutSink:
@@ -30,8 +31,7 @@ class StdoutSink:
     def ensure_index(self, index: str, mapping: dict) -> None:
         if index not in self._ids:
             self._ids[index] = set()
-            flusso = mapping.get("mappings", {}).get("_meta", {}).get("flusso", {})
-            self._hashes[index] = flusso.get("definition_hash") if isinstance(flusso, dict) else None
+            self._hashes[index] = mapping_definition_hash(mapping)
 
     def is_seeded(self, index: str, expected: SeedMarker) -> bool:
         marker = self._markers.get(index)

@@ -1,0 +1,159 @@
+"""The OpenSearch client as flusso uses it: its arguments, the retries of every request, no password shown.
+
+The transport's own retries are off: `FailurePolicies` alone decides how often and how patiently a
+request is retried, with backoff and interruptibly (`Retries`, one budget per operation). A round
+trip that fails as a whole (connection refused, timeout, 429, 5xx) is transient; anything else is
+the caller's to classify.
+
+No message or log line carries a password: hosts are shown without their userinfo (`redact_url`),
+and every error text is scrubbed of the configured passwords (`Requests._scrub`), whatever a
+library put in it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from opensearchpy import OpenSearch
+from opensearchpy.exceptions import ConnectionError as TransportConnectionError
+from opensearchpy.exceptions import NotFoundError, TransportError
+
+from ...config import SinkConfig
+from ...error import SinkError
+from ...policy import FailurePolicies
+
+
+def redact_url(url: str) -> str:
+    """A host URL fit for a message: its userinfo (user and password) replaced by `***`."""
+    parts = urlsplit(url if "://" in url else f"//{url}")
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc)).removeprefix("//")
+
+
+def client_kwargs(config: SinkConfig, connections: int = 1) -> dict[str, Any]:
+    """The `OpenSearch(...)` arguments for a sink config, with a pool of `connections` per host.
+
+    The transport's own retries are off (`max_retries=0`): `FailurePolicies` alone decides how often
+    and how patiently a request is retried, with backoff, and interruptibly. The pool holds one
+    connection per thread that may send at once (urllib3 keeps one by default, and discards the
+    others with a "Connection pool is full" warning, reopening them on the next request).
+    """
+    kwargs: dict[str, Any] = {
+        "hosts": list(config.hosts),
+        "use_ssl": any(urlsplit(h).scheme == "https" for h in config.hosts),
+        "verify_certs": config.verify_certs,
+        "ssl_show_warn": config.verify_certs,
+        "timeout": config.timeout_s,
+        "max_retries": 0,
+        "retry_on_timeout": False,
+        "pool_maxsize": max(1, connections),
+    }
+    if config.ca_certs:
+        kwargs["ca_certs"] = config.ca_certs
+    if config.username:
+        password = config.password.get_secret_value() if config.password else ""
+        kwargs["http_auth"] = (config.username, password)
+    return kwargs
+
+
+def secrets_of(config: SinkConfig) -> set[str]:
+    """Every password the config holds (in a host's userinfo, or `sink.password`): never shown."""
+    secrets = {pw for h in config.hosts if (pw := urlsplit(h).password)}
+    if config.password:
+        secrets.add(config.password.get_secret_value())
+    return secrets
+
+
+def describe(err: TransportError) -> str:
+    """A failed request in a line: the network's own words for a connection error or a timeout, else
+    the server's."""
+    if isinstance(err, TransportConnectionError):
+        return str(err.info)
+    return str(err)
+
+
+def retryable(status: Any) -> bool:
+    return isinstance(status, int) and (status == 429 or status >= 500)
+
+
+def transient(err: TransportError) -> bool:
+    """A round trip failed as a whole for a reason that may pass: worth a retry."""
+    return isinstance(err, TransportConnectionError) or retryable(err.status_code)
+
+
+class Retries:
+    """One operation's retry budget: every failed round trip spends one, with a backoff wait first."""
+
+    def __init__(self, policies: FailurePolicies, stop: threading.Event, where: str, log: logging.Logger,
+                 scrub: Callable[[str], str]) -> None:
+        self.policies = policies
+        self.stop = stop
+        self.where = where
+        self.log = log
+        self.scrub = scrub
+        self.failures = 0
+
+    def wait(self, what: str, error: str, fix: str | None = None) -> None:
+        """Wait before the next retry of `what`, or raise `SinkError` when the budget or the run is over.
+
+        `fix` is what the user does about `error` (by default: check that OpenSearch is up)."""
+        error = self.scrub(error)
+        self.failures += 1
+        retries = self.policies.retries
+        if self.failures > retries:
+            raise SinkError(
+                f"{what} at {self.where} failed after {self.failures} attempts (1 + {retries} retries); "
+                f"last error: {error}. Nothing was acknowledged past the last good flush: "
+                f"{fix or 'check that OpenSearch is up and reachable'}, then start again."
+            )
+        delay = self.policies.backoff(self.failures)
+        self.log.warning("%s at %s failed (%s); retry %d of %d in %.2fs",
+                         what, self.where, error, self.failures, retries, delay)
+        if self.stop.wait(delay):
+            raise SinkError(
+                f"{what} at {self.where} failed ({error}) and the run was stopped before retry "
+                f"{self.failures} of {retries}; nothing past the last good flush was acknowledged."
+            )
+
+
+class Requests:
+    """The sink's part that talks to the client: administrative requests retried like a flush, and
+    scrubbing. `OpenSearchSink.__init__` sets these attributes; `policies` may be replaced at any time
+    (every operation reads it when it starts)."""
+
+    client: OpenSearch
+    policies: FailurePolicies
+    where: str  # the hosts, redacted: for messages
+    _stop: threading.Event
+    _log: logging.Logger
+    _secrets: set[str]
+
+    def _retries(self) -> Retries:
+        """A fresh retry budget for one operation."""
+        return Retries(self.policies, self._stop, self.where, self._log, self._scrub)
+
+    def _call(self, what: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
+        """An administrative request, retried like a flush; a 404 is the caller's to handle."""
+        retries = self._retries()
+        while True:
+            try:
+                return fn(**kwargs)
+            except NotFoundError:
+                raise
+            except TransportError as err:
+                if not transient(err):
+                    raise SinkError(f"{what} at {self.where} failed: {self._scrub(describe(err))}") from err
+                retries.wait(what, describe(err))
+
+    def _scrub(self, text: str) -> str:
+        """`text` with every password taken out, whatever a library put in it."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text

@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 from .error import ConfigError, Problem
+from .redact import redact_dsn
 
 RELATION_TYPES = ("many_to_one", "one_to_one", "one_to_many", "many_to_many")
 OBJECT_RELATIONS = ("many_to_one", "one_to_one")
@@ -292,17 +293,6 @@ def walk_relations(
         path = (*prefix, name)
         yield path, rel
         yield from walk_relations(rel.relations, path)
-
-
-def redact_dsn(dsn: str) -> str:
-    """A DSN (or URL) with its password replaced, fit for a log line or a message.
-
-    Errs on the side of hiding too much: in a URL everything between `user:` and the last `@` goes.
-    """
-    dsn = re.sub(r"(://[^:/?#@]*:)[^/?#]*@", r"\1***@", dsn)
-    dsn = re.sub(r"(://[^:/?#@]*:).*@", r"\1***@", dsn)  # a password holding "/" or "@"
-    dsn = re.sub(r"([?&]password=)[^&]*", r"\1***", dsn, flags=re.IGNORECASE)
-    return re.sub(r"(\bpassword\s*=\s*)('(?:\\.|[^'])*'?|\S+)", r"\1***", dsn, flags=re.IGNORECASE)
 
 
 # --- loading -----------------------------------------------------------------------------------

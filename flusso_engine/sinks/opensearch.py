@@ -55,7 +55,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from opensearchpy import OpenSearch, helpers
 from opensearchpy.exceptions import ConnectionError as TransportConnectionError
@@ -65,6 +65,7 @@ from ..changes import DocId
 from ..config import SinkConfig
 from ..error import RejectedItem, SinkError
 from ..policy import FailurePolicies
+from ..redact import redact_url
 from . import FlushReport, PendingWrite, Rejection, SeedMarker, WriteBuffer
 from .index_errors import IndexWide, index_wide
 
@@ -105,16 +106,6 @@ STATE_MAPPING: dict = {
 
 # what flush reads of a bulk response: the rest (ids, shards, seq_no) is parsed for nothing
 _BULK_FILTER = "errors,items.*.status,items.*.error"
-
-
-def redact_url(url: str) -> str:
-    """A host URL fit for a message: its userinfo (user and password) replaced by `***`."""
-    parts = urlsplit(url if "://" in url else f"//{url}")
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc)).removeprefix("//")
 
 
 def client_kwargs(config: SinkConfig, connections: int = 1) -> dict[str, Any]:

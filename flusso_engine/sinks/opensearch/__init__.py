@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...redact import redact_url
 from .bulk import MAX_ID_BYTES
-from .client import client_kwargs, redact_url
+from .client import client_kwargs
 from .deadletters import DEAD_LETTER_MAPPING, DEAD_LETTER_SUFFIX, DeadLetter, letter_id
 from .indexes import gc_deletes_s, retry_window_s
 from .sink import OpenSearchSink

@@ -16,7 +16,7 @@ import logging
 import threading
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConnectionError as TransportConnectionError
@@ -25,16 +25,7 @@ from opensearchpy.exceptions import NotFoundError, TransportError
 from ...config import SinkConfig
 from ...error import SinkError
 from ...policy import FailurePolicies
-
-
-def redact_url(url: str) -> str:
-    """A host URL fit for a message: its userinfo (user and password) replaced by `***`."""
-    parts = urlsplit(url if "://" in url else f"//{url}")
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc)).removeprefix("//")
+from ...redact import scrub, secrets_in
 
 
 def client_kwargs(config: SinkConfig, connections: int = 1) -> dict[str, Any]:
@@ -63,12 +54,9 @@ def client_kwargs(config: SinkConfig, connections: int = 1) -> dict[str, Any]:
     return kwargs
 
 
-def secrets_of(config: SinkConfig) -> set[str]:
+def secrets_of(config: SinkConfig) -> frozenset[str]:
     """Every password the config holds (in a host's userinfo, or `sink.password`): never shown."""
-    secrets = {pw for h in config.hosts if (pw := urlsplit(h).password)}
-    if config.password:
-        secrets.add(config.password.get_secret_value())
-    return secrets
+    return secrets_in(config.hosts, config.password.get_secret_value() if config.password else None)
 
 
 def describe(err: TransportError) -> str:
@@ -133,7 +121,7 @@ class Requests:
     where: str  # the hosts, redacted: for messages
     _stop: threading.Event
     _log: logging.Logger
-    _secrets: set[str]
+    _secrets: frozenset[str]
 
     def _retries(self) -> Retries:
         """A fresh retry budget for one operation."""
@@ -154,6 +142,4 @@ class Requests:
 
     def _scrub(self, text: str) -> str:
         """`text` with every password taken out, whatever a library put in it."""
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return scrub(text, self._secrets)

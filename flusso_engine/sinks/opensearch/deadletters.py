@@ -20,13 +20,12 @@ from opensearchpy import helpers
 from opensearchpy.exceptions import NotFoundError
 
 from ...changes import DocId
+from ...config import DEAD_LETTER_SUFFIX
 from ...error import RejectedItem, SinkError
 from .. import DeadLetter, FlushReport, PendingWrite, Rejection
 from .bulk import MAX_ID_BYTES, Action, Bulk, encode, id_too_long, line
 from .client import Retries
 from .indexes import Indexes
-
-DEAD_LETTER_SUFFIX = "-deadletter"
 
 DEAD_LETTER_MAPPING: dict = {
     "settings": {"number_of_shards": 1},

@@ -30,9 +30,10 @@ from opensearchpy import OpenSearch
 from ...changes import DocId
 from ...config import SinkConfig
 from ...policy import FailurePolicies
+from ...redact import redact_url
 from .. import FlushReport, PendingWrite, WriteBuffer
 from .bulk import encode_writes
-from .client import client_kwargs, redact_url, secrets_of
+from .client import client_kwargs, secrets_of
 from .deadletters import DeadLetters
 from .marker import Markers
 from .state import StateDocuments

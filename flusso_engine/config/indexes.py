@@ -1,0 +1,270 @@
+"""`indexes:`: each index's root table, its fields and mapping, and the relations below it.
+
+The rules that read one value are validators of that value (a table name, a field name, a column
+list, a mapping's type, a relation's `on` against its `type`): each reports on its own, so one bad
+relation does not hide the mistakes next to it. The rules that compare a node's fields, mapping
+and relations are the node's `after` validator.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
+
+from .base import Loc, Strict, one_or_many, report
+from .messages import did_you_mean, show, suggest
+from .names import DEAD_LETTER_SUFFIX, OBJECT_RELATIONS, RELATION_TYPES
+
+# Field types of OpenSearch 2.19 (core and the bundled plugins: k-NN, neural, mapper-*).
+OPENSEARCH_FIELD_TYPES = frozenset(
+    """
+    alias binary boolean byte completion constant_keyword date date_nanos date_range derived double
+    double_range flat_object float float_range geo_point geo_shape half_float icu_collation_keyword
+    integer integer_range ip ip_range join keyword knn_vector long long_range match_only_text
+    murmur3 nested object percolator rank_feature rank_features scaled_float search_as_you_type
+    semantic short text token_count unsigned_long wildcard xy_point xy_shape annotated_text
+    """.split()
+)
+
+# Names people reach for (from PostgreSQL, Elasticsearch 2, Python) and the OpenSearch type they mean.
+_TYPE_ALIASES = {
+    "string": "text (full-text search) or keyword (exact values)",
+    "str": "text (full-text search) or keyword (exact values)",
+    "varchar": "text (full-text search) or keyword (exact values)",
+    "int": "integer or long",
+    "int4": "integer",
+    "int8": "long",
+    "bigint": "long",
+    "smallint": "short",
+    "bool": "boolean",
+    "datetime": "date",
+    "timestamp": "date",
+    "timestamptz": "date",
+    "json": "object or flat_object",
+    "jsonb": "object or flat_object",
+    "dict": "object or flat_object",
+    "uuid": "keyword",
+    "numeric": "double or scaled_float",
+    "decimal": "double or scaled_float",
+    "number": "long or double",
+    "array": "the element's type (every OpenSearch field holds arrays)",
+    "list": "the element's type (every OpenSearch field holds arrays)",
+}
+
+_INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+_INDEX_NAME_MAX = 255 - len(DEAD_LETTER_SUFFIX)  # OpenSearch's limit, leaving room for `-deadletter`
+_TABLE_NAME = re.compile(r"^[^.\s]+(\.[^.\s]+)?$")
+
+
+def _index_name(name: str) -> str:
+    if not _INDEX_NAME.match(name) or len(name) > _INDEX_NAME_MAX:
+        fixed = re.sub(r"[^a-z0-9_\-]", "_", name.lower()).lstrip("_-")[:_INDEX_NAME_MAX] or "documents"
+        raise ValueError(
+            f'"{name}" is not a valid OpenSearch index name (lower-case letters, digits, _ and -, '
+            f'starting with a letter or digit, at most {_INDEX_NAME_MAX}): rename it, e.g. "{fixed}"'
+        )
+    return name
+
+
+def _table_name(table: str) -> str:
+    if not _TABLE_NAME.match(table):
+        raise ValueError(f'"{table}" is not a table name: write schema.table or table')
+    return table
+
+
+def _field_name(field: str) -> str:
+    if field.startswith("_") or "." in field:
+        raise ValueError("a field name may not start with _ or contain a dot: rename it")
+    return field
+
+
+def _column(column: str) -> str:
+    if not column.strip():
+        raise ValueError("names no column: give the column, e.g. title: title")
+    return column
+
+
+def _field_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """A mapping entry's `type` must be one OpenSearch has; the rest is OpenSearch's to judge."""
+    if "type" in spec and (problem := _type_problem(spec["type"])):
+        report([(("type",), problem)])
+    return spec
+
+
+IndexName = Annotated[str, AfterValidator(_index_name)]
+TableName = Annotated[str, AfterValidator(_table_name)]
+Fields = dict[Annotated[str, AfterValidator(_field_name)], Annotated[str, AfterValidator(_column)]]
+FieldMapping = dict[str, Annotated[dict[str, Any], AfterValidator(_field_spec)]]
+
+
+class ThroughConfig(Strict):
+    """The join table of a many_to_many: `parent` maps parent column: join column, `child` join column:
+    child column."""
+
+    table: TableName
+    parent: dict[str, str]
+    child: dict[str, str]
+
+    @field_validator("parent", "child")
+    @classmethod
+    def _not_empty(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        if not v:
+            example = "{id: book_id}" if info.field_name == "parent" else "{author_id: id}"
+            raise ValueError(f"is empty: map the columns, e.g. {example}")
+        return v
+
+
+class RelationConfig(Strict):
+    table: TableName
+    type: Literal["many_to_one", "one_to_one", "one_to_many", "many_to_many"]
+    on: dict[str, str] | None = Field(None, validate_default=True)
+    through: ThroughConfig | None = Field(None, validate_default=True)
+    key: list[str] | None = None
+    fields: Fields
+    mapping: FieldMapping = Field(default_factory=dict)
+    order_by: list[str] = Field(default_factory=list)
+    nested: bool = False
+    relations: dict[str, RelationConfig] = Field(default_factory=dict)
+
+    @field_validator("key", "order_by", mode="before")
+    @classmethod
+    def _one_column(cls, v: Any) -> Any:
+        return one_or_many(v)
+
+    @field_validator("on")
+    @classmethod
+    def _on_for_type(cls, v: dict[str, str] | None, info: ValidationInfo) -> dict[str, str] | None:
+        """Every type but many_to_many joins with `on` (an invalid `type` is reported on its own)."""
+        kind = info.data.get("type")
+        if kind == "many_to_many" and v is not None:
+            raise ValueError("a many_to_many relation joins through `through`: remove `on`")
+        if kind in RELATION_TYPES and kind != "many_to_many" and not v:
+            raise ValueError("the relation needs `on`: add on: {parent column: child column}")
+        return v
+
+    @field_validator("through")
+    @classmethod
+    def _through_for_type(cls, v: ThroughConfig | None, info: ValidationInfo) -> ThroughConfig | None:
+        """Only many_to_many joins through a table, and it must."""
+        kind = info.data.get("type")
+        if kind == "many_to_many" and v is None:
+            raise ValueError(
+                "a many_to_many relation needs `through` (its join table): add e.g. through: "
+                "{table: public.book_author, parent: {id: book_id}, child: {author_id: id}}"
+            )
+        if kind in RELATION_TYPES and kind != "many_to_many" and v is not None:
+            raise ValueError(f"only many_to_many joins through a table ({kind} uses `on`): remove it")
+        return v
+
+    @field_validator("key")
+    @classmethod
+    def _key_columns(cls, v: list[str] | None) -> list[str] | None:
+        if v == []:
+            raise ValueError("is empty: list the child's key columns, or remove key")
+        report(_listed_twice(v or []))
+        return v
+
+    @field_validator("order_by", "nested")
+    @classmethod
+    def _one_object_is_not_an_array(cls, v: Any, info: ValidationInfo) -> Any:
+        """An object relation is neither ordered nor nested; order_by's repeats are reported with it."""
+        kind = info.data.get("type")
+        problems: list[tuple[Loc, str]] = []
+        if kind in OBJECT_RELATIONS and v:
+            problems.append(((), (
+                f"{kind} gives one object, not an array: remove {info.field_name} (or use "
+                f"{'one_to_many' if kind == 'one_to_one' else 'many_to_many'})"
+            )))
+        if info.field_name == "order_by":
+            problems += _listed_twice(v)
+        report(problems)
+        return v
+
+    @model_validator(mode="after")
+    def _node(self) -> RelationConfig:
+        """Fields, mapping and relations against each other: once each of them is valid."""
+        report(_node_problems(self.fields, self.mapping, self.relations))
+        return self
+
+    @property
+    def is_array(self) -> bool:
+        return self.type not in OBJECT_RELATIONS
+
+
+class IndexConfig(Strict):
+    table: TableName
+    key: list[str]
+    fields: Fields
+    mapping: FieldMapping = Field(default_factory=dict)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    relations: dict[str, RelationConfig] = Field(default_factory=dict)
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _one_column(cls, v: Any) -> Any:
+        return one_or_many(v)
+
+    @field_validator("key")
+    @classmethod
+    def _key_columns(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("is empty: list the root table's key columns, e.g. [id]")
+        report(_listed_twice(v))
+        return v
+
+    @model_validator(mode="after")
+    def _node(self) -> IndexConfig:
+        """Fields, mapping and relations against each other: once each of them is valid."""
+        report(_node_problems(self.fields, self.mapping, self.relations))
+        return self
+
+
+def _listed_twice(columns: list[str]) -> list[tuple[Loc, str]]:
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    return [((), f'"{c}" is listed twice: list it once') for c in repeated]
+
+
+def _node_problems(
+    fields: dict[str, str], mapping: dict[str, Any], relations: dict[str, RelationConfig]
+) -> list[tuple[Loc, str]]:
+    """An index's or a relation's fields and mapping, against each other and its relations."""
+    problems: list[tuple[Loc, str]] = []
+    if not fields and not relations:
+        problems.append((("fields",), "no field listed: add at least one, e.g. {name: name}"))
+    for field in fields:
+        if field in relations:
+            problems.append((("fields", field), "a field and a relation share this name: rename one of them"))
+    for field in mapping:
+        if field in relations:
+            problems.append((("mapping", field), (
+                f'"{field}" is a relation: map its fields in relations.{field}.mapping '
+                "(and set nested: true on it for the nested type)"
+            )))
+        elif field not in fields:
+            problems.append((("mapping", field), (
+                f'"{field}" is not a field here{suggest(field, fields)}: '
+                f"map only the fields listed in fields ({', '.join(fields) or 'none'})"
+            )))
+    return problems
+
+
+def _type_problem(kind: Any) -> str | None:
+    """What is wrong with a mapping's `type`, or None when OpenSearch has it."""
+    if not isinstance(kind, str):
+        return f"expected a type name, got {show(kind)}: write e.g. type: keyword"
+    if kind in OPENSEARCH_FIELD_TYPES:
+        return None
+    if kind.lower() in _TYPE_ALIASES:
+        return f'"{kind}" is not an OpenSearch field type: use {_TYPE_ALIASES[kind.lower()]}'
+    best = did_you_mean(kind, [*OPENSEARCH_FIELD_TYPES, *_TYPE_ALIASES])
+    if best in _TYPE_ALIASES:
+        hint = f'did you mean "{best}"? OpenSearch has no such type'
+        return f'"{kind}" is not an OpenSearch field type ({hint}): use {_TYPE_ALIASES[best]}'
+    if best:
+        return f'"{kind}" is not an OpenSearch field type (did you mean "{best}"?): use that'
+    return (
+        f'"{kind}" is not an OpenSearch field type: use e.g. text, keyword, long, double, boolean, date, '
+        "object or nested (or leave the type out to derive it from the column)"
+    )

@@ -88,7 +88,7 @@ def _install_stop(stop: threading.Event) -> None:
 def _validate(config: FlussoConfig) -> int:
     import psycopg
 
-    from .config import redact_dsn
+    from .redact import redact_dsn
     from .validate import validate
 
     dsn = config.source.dsn.get_secret_value()

@@ -20,13 +20,14 @@ from .capture.schema import expectations
 from .capture.wal import Repairs, WalCapture
 from .catalog import read_catalog
 from .changes import Change, Position, doc_id, int_to_lsn, lsn_to_int
-from .config import FlussoConfig, qualify, redact_dsn, split_table
+from .config import FlussoConfig, qualify, split_table
 from .documents import DocumentBuilder
 from .error import ConfigError, Problem, SourceError
 from .observer import BackfillReport, LagReport, LoggingObserver, Observer
 from .pipeline import CaptureThread, Worker, drive
 from .plan import make_plan
 from .policy import BatchPolicy, FailurePolicies
+from .redact import redact_dsn
 from .registry import Context
 from .sinks import SeedMarker, Sink
 from .slotstate import SlotGuard, SlotMoved, Verdict, judge

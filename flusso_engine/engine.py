@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 
 from .capture.schema import expectations
-from .capture.wal import Repairs, WalCapture
+from .capture.wal import Repairs, WalCapture, read_slot
 from .catalog import read_catalog
 from .changes import Change, Position, doc_id, int_to_lsn, lsn_to_int
 from .config import FlussoConfig, qualify, redact_dsn, split_table, walk_relations
@@ -266,9 +266,8 @@ class Engine:
         If not, a new incarnation unseeds every index and the run stops unacknowledged (exit 2)."""
         slot = self.config.source.slot
         with psycopg.connect(self._dsn, autocommit=True, connect_timeout=10) as conn:
-            row = conn.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
-                               (slot,)).fetchone()
-            confirmed = lsn_to_int(row[0]) if row and row[0] else 0
+            _, info = read_slot(conn, slot, wal_dir=False)
+            confirmed = (info.confirmed_flush_lsn or 0) if info is not None else 0
             state = self.slot_guard.read()  # after the slot's position: see slotstate.py
             (current,) = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone() or ("0/0",)
             (walfile,) = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone() or ("1",)

@@ -9,12 +9,14 @@ report's order: the documents' schema, then the server, then read access.
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 
-from .capture.wal.checks import checks as capture_checks
-from .catalog import read_catalog
+from .catalog import Catalog, read_catalog
 from .config import FlussoConfig
 from .documents.checks import access_problems, read_access, schema_problems
 from .error import ConfigError, Problem
@@ -43,8 +45,14 @@ def validate(config: FlussoConfig, conn: psycopg.Connection) -> ValidationReport
     access = read_access(conn, catalog)
     report = ValidationReport()
     report.problems += schema_problems(config, catalog, access.relations)
-    found = capture_checks(config, conn, catalog)
+    found = capture_checks(config.source.capture)(config, conn, catalog)
     report.problems += found.problems
     report.notes += found.notes
     report.problems += access_problems(config, access)
     return report
+
+
+def capture_checks(backend: str) -> Callable[[FlussoConfig, psycopg.Connection, Catalog], Any]:
+    """The `checks` the capture backend named by `source.capture` offers (`capture/<backend>/checks.py`),
+    found by name as the registry finds backends: nothing outside a backend's folder imports it."""
+    return importlib.import_module(f"{__package__}.capture.{backend}.checks").checks

@@ -33,6 +33,8 @@ BOOKSTORE = ROOT / "examples" / "bookstore"
 sys.path.insert(0, str(BOOKSTORE))
 from generate import generate  # noqa: E402
 
+from flusso_engine.capture.wal import read_slot  # noqa: E402
+from flusso_engine.changes import lsn_to_int  # noqa: E402
 from flusso_engine.config import read_yaml  # noqa: E402
 
 FLUSSO = [sys.executable, "-m", "flusso_engine.cli"]
@@ -361,11 +363,8 @@ def latency_ms(latencies: list[float], missing: int, censored: list[float] | Non
 
 def slot_lag(dsn: str, slot: str) -> int | None:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint "
-            "FROM pg_replication_slots WHERE slot_name = %s", (slot,)
-        ).fetchone()
-    return row[0] if row else None
+        _, info = read_slot(conn, slot, wal_dir=False)
+    return info.lag_bytes if info is not None else None
 
 
 def wait_confirmed(dsn: str, slot: str, lsn: str, timeout: float) -> float | None:
@@ -373,9 +372,8 @@ def wait_confirmed(dsn: str, slot: str, lsn: str, timeout: float) -> float | Non
     deadline = time.monotonic() + timeout
     with psycopg.connect(dsn, autocommit=True) as conn:
         while time.monotonic() < deadline:
-            row = conn.execute("SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots "
-                               "WHERE slot_name = %s", (lsn, slot)).fetchone()
-            if row and row[0]:
+            _, info = read_slot(conn, slot, wal_dir=False)
+            if info is not None and (info.confirmed_flush_lsn or 0) >= lsn_to_int(lsn):
                 return time.monotonic()
             time.sleep(0.05)
     return None

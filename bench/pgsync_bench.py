@@ -74,6 +74,9 @@ from pgsync_control import (  # noqa: E402
 from pgsync_docs import check_sample, seed_documents  # noqa: E402
 from workload import RUN_TAG, Pools, Probe, Writer, rate_label  # noqa: E402
 
+from flusso_engine.capture.wal import read_slot  # noqa: E402
+from flusso_engine.changes import lsn_to_int  # noqa: E402
+
 LIVE_MODES = ("wal", "daemon")
 LIVE_MODE = "wal"  # PGSync's at-least-once mode: see run_live
 
@@ -179,9 +182,9 @@ def _live_rate(ctx: dict[str, Any], proc: subprocess.Popen, rate: float | None, 
         while time.monotonic() < deadline and proc.poll() is None:
             if past is None:
                 if mode == "wal":
-                    row = conn.execute("SELECT confirmed_flush_lsn > %s::pg_lsn FROM pg_replication_slots "
-                                       "WHERE slot_name = %s", (before, ctx["slot"])).fetchone()
-                    past = time.monotonic() if row and row[0] else None
+                    _, info = read_slot(conn, ctx["slot"], wal_dir=False)
+                    moved = info is not None and (info.confirmed_flush_lsn or 0) > lsn_to_int(before)
+                    past = time.monotonic() if moved else None
                 elif fence in samples.seen and redis_llen(queue) == 0:
                     past = time.monotonic()
             if past is not None and fence in samples.seen:

@@ -28,10 +28,10 @@ from dagster import (
     OpExecutionContext,
 )
 
+from flusso_engine.capture.slots import SlotHealth
 from flusso_engine.config import FlussoConfig, load_config
-from flusso_engine.engine import Engine, IndexStatus, unseeded_indexes
+from flusso_engine.engine import Engine, IndexStatus, slot_health, unseeded_indexes
 from flusso_engine.error import FlussoError
-from flusso_engine.health import SlotHealth, slot_health
 from flusso_engine.observer import BackfillReport, LoggingObserver, Observer
 
 from .constants import LIVE_ASSET
@@ -136,18 +136,13 @@ class FlussoResource(ConfigurableResource):
             raise Failure(description=str(err)) from None
 
     def slot_health(self) -> SlotHealth:
-        """The slot's health as `flusso status` judges it, from one short connection (no engine: it
-        must answer while live_capture is down, and cheaply, on every tick of its sensor)."""
-        import psycopg
-
+        """The slot's health as `flusso status` judges it, without validating the whole config (it must
+        answer while live_capture is down, and cheaply, on every tick of its sensor)."""
         config = self.config.load()
-        dsn = config.source.dsn.get_secret_value()
         try:
-            with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
-                return slot_health(conn, dsn, config.source.slot, config.slot.warn_lag)
-        except psycopg.Error as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise Failure(description=f"cannot read the health of slot {config.source.slot}: {first}. "
+            return slot_health(config)
+        except FlussoError as err:
+            raise Failure(description=f"cannot read the health of slot {config.source.slot}: {err}. "
                                       "Check that PostgreSQL is up and source.dsn is right") from None
 
     # --- for the live_capture job ---------------------------------------------------------

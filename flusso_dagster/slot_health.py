@@ -28,7 +28,7 @@ from dagster import (
     sensor,
 )
 
-from flusso_engine.health import SlotHealth
+from flusso_engine.capture.slots import SlotHealth
 
 from .constants import LIVE_ASSET
 from .project import Project

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 Position = int
 """A WAL position (LSN) as an integer; positions of successive transactions only grow."""
@@ -16,6 +16,32 @@ Op = Literal["insert", "update", "delete", "truncate", "resync", "commit"]
 truncated; a change made under another definition of the table): its indexes are rebuilt."""
 
 Row = dict[str, Any]
+
+
+class _Unchanged:
+    """The type of `UNCHANGED`: a singleton, so `value is UNCHANGED` is the test."""
+
+    __slots__ = ()
+    _instance: _Unchanged | None = None
+
+    def __new__(cls) -> _Unchanged:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+    def __reduce__(self) -> str:
+        return "UNCHANGED"
+
+
+UNCHANGED: Final = _Unchanged()
+"""An unchanged TOASTed column that the server did not send (its value is whatever it was): a
+value of a live change's row, which resolve must not read as a value."""
+
+Value = str | None | _Unchanged
+"""One column of a captured row: its text output, None for NULL, or `UNCHANGED`."""
 
 
 @dataclass(frozen=True, slots=True)

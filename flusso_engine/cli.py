@@ -116,16 +116,13 @@ def _engine(config: FlussoConfig, stop: threading.Event, progress: bool = False)
 
 
 def _status(config: FlussoConfig, as_json: bool) -> int:
-    from .health import judge, local_disk
-
     engine = _engine(config, threading.Event())
     try:
-        server, info = engine.capture.wal_state()
+        health = engine.slot_health()
         indexes = [engine.index_status(i) for i in config.indexes]
     finally:
         engine.close()
-    health = judge(config.source.slot, server, info, config.slot.warn_lag,
-                   local_disk(server, config.source.dsn.get_secret_value()))
+    info, server = health.info, health.server
     code = EXIT_OK if health.ok else EXIT_ATTENTION
     data = {
         "slot": config.source.slot,
@@ -151,7 +148,7 @@ def _status(config: FlussoConfig, as_json: bool) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from .health import human_bytes
+    from .units import human_bytes
 
     console = Console(soft_wrap=True)  # a reason is one line, whatever the terminal's width
     if info is None:
@@ -249,12 +246,11 @@ def _teardown(config: FlussoConfig, yes: bool) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing dropped")
             return EXIT_OK
-    from .capture.wal import WalCapture
+    from .engine import Engine
 
     src = config.source
-    capture = WalCapture(src.dsn.get_secret_value(), slot=src.slot, publication=src.publication,
-                         stop=threading.Event())
-    capture.teardown()
+    with Engine(config).open(check=False) as engine:
+        engine.teardown()
     print(f"dropped slot {src.slot} and publication {src.publication}")
     return EXIT_OK
 

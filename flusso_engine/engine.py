@@ -16,8 +16,7 @@ import psycopg
 from psycopg import sql
 
 from . import registry
-from .capture.schema import expectations
-from .capture.wal import Repairs, WalCapture
+from .capture import ChangeCapture, Repairs
 from .catalog import read_catalog
 from .changes import Change, Position, doc_id, int_to_lsn, lsn_to_int
 from .config import FlussoConfig, qualify, split_table
@@ -91,7 +90,7 @@ class Engine:
                                stop=self.stop, capture_stop=self._capture_stop, batch=self.batch,
                                failures=self.failures, baseline=baseline)
         self.builder: DocumentBuilder = registry.create("documents", "sql", self.context)
-        self.capture = self._make_capture(set(self.plan.full_identity), baseline)
+        self.capture: ChangeCapture = registry.create("capture", self.config.source.capture, self.context)
         self.sink: Sink = registry.create("sinks", self.config.sink.type, self.context)
         self.slot_guard = SlotGuard(self.sink, self.config.source.slot, self.system_identifier,
                                     on_limit=self.capture.set_limit)
@@ -116,19 +115,6 @@ class Engine:
                 f"cannot connect to PostgreSQL at {redact_dsn(self._dsn)}: {str(err).strip()}. "
                 "Check source.dsn and that the server is running."
             ) from None
-
-    def _make_capture(self, full_identity: set[str], baseline: Position = 0) -> WalCapture:
-        src = self.config.source
-        return WalCapture(
-            self._dsn,
-            slot=src.slot,
-            publication=src.publication,
-            stop=self._capture_stop,
-            full_identity=full_identity,
-            slot_wait_s=src.slot_wait_s,
-            expected=expectations(self.config, self.catalog),
-            baseline=baseline,
-        )
 
     def close(self) -> None:
         if not self._opened:
@@ -276,19 +262,14 @@ class Engine:
         """At every (re)connect of live capture, once the slot is held: is it still the one adopted?
         If not, a new incarnation unseeds every index and the run stops unacknowledged (exit 2)."""
         slot = self.config.source.slot
-        with psycopg.connect(self._dsn, autocommit=True, connect_timeout=10) as conn:
-            row = conn.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
-                               (slot,)).fetchone()
-            confirmed = lsn_to_int(row[0]) if row and row[0] else 0
-            state = self.slot_guard.read()  # after the slot's position: see slotstate.py
-            (current,) = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone() or ("0/0",)
-            (walfile,) = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone() or ("1",)
-        timeline = int(walfile[:8], 16)
-        verdict = judge(state, slot=slot, created=False, confirmed=confirmed, current=lsn_to_int(current),
-                        timeline=timeline)
+        info = self.capture.slot_info()
+        confirmed = (info.confirmed_flush_lsn or 0) if info is not None else 0
+        state = self.slot_guard.read()  # after the slot's position: see slotstate.py
+        current, timeline = self.capture.current_position(), self.capture.timeline()
+        verdict = judge(state, slot=slot, created=False, confirmed=confirmed, current=current, timeline=timeline)
         if verdict.same:
             return
-        self.slot_guard.renew(confirmed, lsn_to_int(current), timeline)
+        self.slot_guard.renew(confirmed, current, timeline)
         raise SlotMoved(
             f"{verdict.reason}. Noticed while following it; nothing after the last flush was acknowledged. "
             "Start `flusso run` again: it rebuilds the indexes."
@@ -481,6 +462,10 @@ class Engine:
         """Drop what capture set up (the slot and the publication)."""
         self.capture.teardown()
 
+    def slot_health(self):  # noqa: ANN201 - the capture's health report (`capture.wal.health.SlotHealth`)
+        """Is the slot about to fill the database's disk, or lost? With the fix for each finding."""
+        return self.capture.health(self.config.slot.warn_lag)
+
     def index_status(self, index: str, refresh: bool = False) -> IndexStatus:
         """`seeded` is false while the slot is gone, lost or not the one the index was fed from.
         With `refresh`, the index is refreshed first, so the count includes the latest writes."""
@@ -500,3 +485,9 @@ def unseeded_indexes(config: FlussoConfig, only: Collection[str] | None = None) 
     """`Engine.needs_backfill` without validating the config first: a cheap look for a sensor's tick."""
     with Engine(config).open(check=False) as engine:
         return engine.needs_backfill(only)
+
+
+def slot_health(config: FlussoConfig):  # noqa: ANN201 - see Engine.slot_health
+    """`Engine.slot_health` without validating the config first: for a sensor's tick and `status`."""
+    with Engine(config).open(check=False) as engine:
+        return engine.slot_health()

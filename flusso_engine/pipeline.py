@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from . import failpoints
+from .backoff import Attempts, Backoff, retry
 from .changes import Change, DocId, Position
 from .documents import DocumentBuilder
 from .documents.visibility import batch_xids
@@ -265,16 +266,12 @@ def handle_retrying(worker: Worker, batch: Sequence[Change], stop: threading.Eve
     """Handle a batch, again after a lost database connection (a restart, a failover): documents
     are rebuilt from current rows, so repeating a batch is harmless. Sink failures have their own
     retries in the sink; other errors, and a database still gone after the attempts, stop the run."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return worker.handle(batch)
-        except SourceError as err:
-            if attempt == attempts or stop.is_set():
-                raise
-            pause = min(backoff * 2 ** (attempt - 1), max_backoff)
-            log.warning("%s; trying the batch again in %.1fs (attempt %d of %d)", err, pause, attempt, attempts)
-            stop.wait(pause)
-    raise AssertionError("unreachable")
+    tries = Attempts(Backoff(backoff, max_backoff), attempts, stop)
+
+    def on_retry(err: BaseException, pause: float) -> None:
+        log.warning("%s; trying the batch again in %.1fs (attempt %d of %d)", err, pause, tries.failures, attempts)
+
+    return retry(lambda: worker.handle(batch), tries, SourceError, on_retry)
 
 
 def drive(

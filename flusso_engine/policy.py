@@ -6,10 +6,10 @@ seconds (what `time` and `Event.wait` take), so the conversion happens once, her
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from typing import Literal
 
+from .backoff import Backoff
 from .config import BatchConfig, FailuresConfig
 
 ItemRejection = Literal["fail", "skip", "dead_letter"]
@@ -61,8 +61,4 @@ class FailurePolicies:
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait before retry number `attempt` (1 for the first retry)."""
-        if attempt < 1:
-            raise ValueError("attempt counts retries from 1")
-        # the exponent is bounded so that a long outage (a large attempt) cannot overflow a float
-        delay = min(self.max_backoff_s, self.backoff_s * 2 ** min(attempt - 1, 62))
-        return delay * (1 - self.jitter * random.random())
+        return Backoff(self.backoff_s, self.max_backoff_s, self.jitter).delay(attempt)

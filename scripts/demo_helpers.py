@@ -79,14 +79,16 @@ def cancel_queued() -> int:
 def slot(dsn: str, name: str) -> str:
     import psycopg
 
+    from flusso_engine.capture.wal import read_slot
+    from flusso_engine.changes import int_to_lsn
+
     with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute("SELECT active_pid, confirmed_flush_lsn::text FROM pg_replication_slots "
-                           "WHERE slot_name = %s", (name,)).fetchone()
-    if row is None:
+        _, info = read_slot(conn, name, wal_dir=False)
+    if info is None:
         return f"slot {name}: does not exist"
-    pid, confirmed = row
+    pid, confirmed = info.active_pid, info.confirmed_flush_lsn
     held = f"held by server process {pid}" if pid else "not held by anyone"
-    return f"slot {name}: {held}, confirmed up to {confirmed}"
+    return f"slot {name}: {held}, confirmed up to {None if confirmed is None else int_to_lsn(confirmed)}"
 
 
 def main(argv: list[str]) -> int:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from flusso_engine.capture import pgoutput
-from flusso_engine.capture.pgoutput import (
+from flusso_engine.capture.wal import pgoutput
+from flusso_engine.capture.wal.pgoutput import (
     UNCHANGED,
     Begin,
     Commit,
@@ -32,7 +32,7 @@ from flusso_engine.capture.pgoutput import (
     decode,
     row,
 )
-from flusso_engine.capture.replication import (
+from flusso_engine.capture.wal.replication import (
     XLOG_HEADER,
     keepalive,
     now_pg_micros,

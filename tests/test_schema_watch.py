@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from flusso_engine.capture.pgoutput import Column, Relation
-from flusso_engine.capture.schema import (
+from flusso_engine.capture.wal.pgoutput import Column, Relation
+from flusso_engine.capture.wal.schema import (
     Expected,
     Part,
     State,

@@ -20,7 +20,8 @@ from flusso_dagster.project import Project
 from flusso_dagster.resources import LIVE_ASSET
 from flusso_dagster.slot_health import SLOT_CHECK, build_slot_health_sensor
 from flusso_engine.capture.wal import SlotInfo, WalServer
-from flusso_engine.health import Disk, human_bytes, judge, local_disk
+from flusso_engine.capture.wal.health import Disk, judge, local_disk
+from flusso_engine.units import human_bytes
 
 from .conftest import BOOKSTORE
 from .e2e import Flusso, flusso, generate, sql, wait_converged, write_config

@@ -14,17 +14,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from flusso_engine.capture.wal.checks import Server, settings_problems
 from flusso_engine.catalog import Catalog, Column, Table
 from flusso_engine.config import FlussoConfig, parse_config
+from flusso_engine.documents.checks import old_row_columns
+from flusso_engine.documents.sql import needs_full_identity
 from flusso_engine.error import ConfigError, Problem
-from flusso_engine.validate import (
-    Server,
-    ValidationReport,
-    needs_full_identity,
-    old_row_columns,
-    settings_problems,
-    validate,
-)
+from flusso_engine.validate import ValidationReport, validate
 
 SCHEMA = """
 CREATE TABLE publisher (id int PRIMARY KEY, name text NOT NULL, country text);

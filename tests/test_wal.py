@@ -19,8 +19,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from flusso_engine.capture.pgoutput import UNCHANGED
 from flusso_engine.capture.wal import WalCapture
+from flusso_engine.capture.wal.pgoutput import UNCHANGED
 from flusso_engine.changes import Change
 from flusso_engine.error import SourceError
 

@@ -13,9 +13,8 @@ import psycopg
 from psycopg import sql
 from psycopg.types.string import TextLoader
 
-from ...capture.pgoutput import UNCHANGED
 from ...catalog import Catalog
-from ...changes import Change, DocId, Row, doc_id, lsn_to_int, split_doc_id
+from ...changes import UNCHANGED, Change, DocId, Row, doc_id, lsn_to_int, split_doc_id
 from ...config import FlussoConfig, qualify
 from ...error import SourceError
 from ...keys import pin_session

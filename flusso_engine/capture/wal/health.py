@@ -3,7 +3,7 @@
 An inactive slot keeps every WAL segment after its position until it moves again, so a stopped or
 abandoned flusso pins WAL for ever unless `max_slot_wal_keep_size` bounds it (then PostgreSQL
 invalidates the slot instead, and every index must be reseeded). `judge` turns what the server
-says (`capture.wal.read_slot`) into `ok | warning | critical` with one reason per finding, each
+says (`read_slot`) into `ok | warning | critical` with one reason per finding, each
 with its fix; `flusso status`, `flusso validate` and the Dagster slot check all read it from here.
 """
 
@@ -12,14 +12,14 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import psycopg
 
-from .capture.wal import SlotInfo, WalServer, read_slot
+from ...units import human_bytes
+from ..slots import Disk, Level, Reason, SlotHealth, SlotInfo, WalServer  # noqa: F401 - re-exported
+from .slot import read_slot
 
-Level = Literal["ok", "advice", "warning", "critical"]
 _RANK = {"ok": 0, "advice": 0, "warning": 1, "critical": 2}
 RISK_SHARE = 0.25  # a slot with less than this share of max_slot_wal_keep_size left is at risk
 
@@ -35,84 +35,6 @@ SET_KEEP = (
     "behind further is then invalidated instead of filling the disk, and flusso must reseed "
     "(`flusso teardown --yes`, then `flusso run`)"
 )
-
-
-@dataclass(frozen=True)
-class Reason:
-    """One finding: how bad, a stable code for scripts, what happened, and what to do."""
-
-    level: Level
-    code: str
-    message: str
-    fix: str
-
-
-@dataclass(frozen=True)
-class Disk:
-    """Free space on the disk that holds pg_wal, when this process can see the server's files."""
-
-    free_bytes: int | None = None
-    total_bytes: int | None = None
-    wal_dir_bytes: int | None = None  # from the server (pg_ls_waldir), when the role may list it
-    note: str = ""
-
-
-@dataclass(frozen=True)
-class SlotHealth:
-    slot: str
-    level: Literal["ok", "warning", "critical"]
-    reasons: list[Reason] = field(default_factory=list)
-    info: SlotInfo | None = None
-    server: WalServer | None = None
-    disk: Disk = field(default_factory=Disk)
-
-    @property
-    def ok(self) -> bool:
-        return self.level == "ok"
-
-    def summary(self) -> str:
-        """One line with the slot's numbers, for a log, a check's description or a tick."""
-        info, server = self.info, self.server
-        if info is None:
-            return f"slot {self.slot}: does not exist"
-        parts = [
-            "active" if info.active else "inactive",
-            f"lag {human_bytes(info.lag_bytes)}",
-            f"wal_status {info.wal_status or 'unknown'}",
-            f"safe_wal_size {human_bytes(info.safe_wal_size) if info.safe_wal_size is not None else 'unbounded'}",
-        ]
-        if server is not None:
-            keep = server.max_slot_wal_keep_size
-            parts.append(f"max_slot_wal_keep_size {human_bytes(keep) if keep is not None else 'unset (-1)'}")
-        if self.disk.free_bytes is not None:
-            parts.append(f"disk free {human_bytes(self.disk.free_bytes)}")
-        return f"slot {self.slot}: " + ", ".join(parts)
-
-    def as_json(self) -> dict[str, Any]:
-        info, server = self.info, self.server
-        return {
-            "health": self.level,
-            "reasons": [asdict(r) for r in self.reasons],
-            "wal_status": info.wal_status if info else None,
-            "safe_wal_size_bytes": info.safe_wal_size if info else None,
-            "retained_bytes": info.retained_bytes if info else None,
-            "lag": human_bytes(info.lag_bytes) if info and info.lag_bytes is not None else None,
-            "max_slot_wal_keep_size_bytes": server.max_slot_wal_keep_size if server else None,
-            "max_wal_size_bytes": server.max_wal_size if server else None,
-            "disk": asdict(self.disk),
-        }
-
-
-def human_bytes(n: int | None) -> str:
-    """1373694344 -> "1.3 GB" (binary units, as PostgreSQL's pg_size_pretty and settings use)."""
-    if n is None:
-        return "unknown"
-    size = float(n)
-    for unit in ("bytes", "kB", "MB", "GB", "TB"):
-        if abs(size) < 1024 or unit == "TB":
-            return f"{int(size)} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
 
 
 def judge(slot: str, server: WalServer, info: SlotInfo | None, warn_lag: int, disk: Disk | None = None) -> SlotHealth:

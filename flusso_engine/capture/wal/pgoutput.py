@@ -15,7 +15,8 @@ custom types all come back exactly as PostgreSQL writes them). A column is:
   differs for boolean, char(n), inet and cidr);
 - `None`: SQL NULL;
 - `UNCHANGED`: an unchanged TOASTed value the server did not send (`u`, only in an update's new
-  row; `wal.py` fills it from the old row when REPLICA IDENTITY FULL sent that).
+  row; `stream.py` fills it from the old row when REPLICA IDENTITY FULL sent that; defined in
+  `changes.py`, since resolve reads rows of every capture).
 
 """
 
@@ -23,38 +24,14 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Literal
 
-from ..error import SourceError
+from ...changes import UNCHANGED, Value
+from ...error import SourceError
 
 
 class DecodeError(SourceError):
     """A message that is not valid pgoutput version 1 (a server or protocol mismatch)."""
-
-
-class _Unchanged:
-    """The type of `UNCHANGED`: a singleton, so `value is UNCHANGED` is the test."""
-
-    __slots__ = ()
-    _instance: _Unchanged | None = None
-
-    def __new__(cls) -> _Unchanged:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "UNCHANGED"
-
-    def __reduce__(self) -> str:
-        return "UNCHANGED"
-
-
-UNCHANGED: Final = _Unchanged()
-"""An unchanged TOASTed column that the server did not send (its value is whatever it was)."""
-
-Value = str | None | _Unchanged
-"""One column of a tuple: its text output, None for NULL, or `UNCHANGED`."""
 
 
 # --- messages -------------------------------------------------------------------------------

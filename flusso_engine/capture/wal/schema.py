@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from ..catalog import Catalog
-from ..changes import lsn_to_int
-from ..config import FlussoConfig, qualify
-from ..documents.routes import index_routes, needs_full_identity
-from ..documents.tree import index_tree
+from ...catalog import Catalog
+from ...changes import lsn_to_int
+from ...config import FlussoConfig, qualify
+from ...documents.routes import index_routes, needs_full_identity
+from ...documents.tree import index_tree
 from .pgoutput import Relation
 
 IDENTITY = {"d": "DEFAULT", "f": "FULL", "n": "NOTHING", "i": "USING INDEX"}

@@ -18,7 +18,7 @@ from flusso_engine.capture.wal.checks import Server, settings_problems
 from flusso_engine.catalog import Catalog, Column, Table
 from flusso_engine.config import FlussoConfig, parse_config
 from flusso_engine.documents.checks import old_row_columns
-from flusso_engine.documents.sql import needs_full_identity
+from flusso_engine.documents.routes import needs_full_identity
 from flusso_engine.error import ConfigError, Problem
 from flusso_engine.validate import ValidationReport, validate
 

@@ -3,22 +3,34 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
 
 import psycopg
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from .base import Strict
+from .messages import suggest
 
 _NAME = re.compile(r"^[a-z0-9_]{1,63}$")  # replication slot and publication names
 
 
 class SourceConfig(Strict):
     dsn: SecretStr
-    capture: Literal["wal"] = "wal"
+    capture: str = "wal"  # a backend folder below capture/ (or one registered): see registry.py
     slot: str
     publication: str
     slot_wait_s: float = Field(60.0, ge=0)
+
+    @field_validator("capture")
+    @classmethod
+    def _backend(cls, v: str) -> str:
+        """One of the capture backends there are (`capture/<name>/`, or registered)."""
+        from ..registry import available  # the registry reads the config's types: imported when used
+
+        choices = available("capture")
+        if v not in choices:
+            fix = f"use {choices[0]}" if len(choices) == 1 else "use one of them"
+            raise ValueError(f'"{v}" is not one of {", ".join(choices)}{suggest(v, choices)}: {fix}')
+        return v
 
     @field_validator("dsn")
     @classmethod

@@ -114,7 +114,7 @@ class Engine:
             raise SourceError(
                 f"cannot connect to PostgreSQL at {redact_dsn(self._dsn)}: {str(err).strip()}. "
                 "Check source.dsn and that the server is running."
-            ) from None
+            ) from err
 
     def close(self) -> None:
         if not self._opened:

@@ -81,7 +81,7 @@ def batch(first: int, count: int, position: int) -> list[Change]:
 
 
 def worker(sink: GatedSink, in_flight: int, **kwargs: object) -> Worker:
-    return Worker(Builder(), sink, max_docs=10, observer=Recorder(), in_flight=in_flight, **kwargs)
+    return Worker(Builder(), sink, max_changes=10, observer=Recorder(), in_flight=in_flight, **kwargs)
 
 
 def wait_for(condition: Callable[[], bool]) -> None:

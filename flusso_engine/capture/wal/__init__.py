@@ -41,6 +41,6 @@ def create(context: Any) -> WalCapture:
         stop=context.capture_stop,
         full_identity=set(context.plan.full_identity),
         slot_wait_s=source.slot_wait_s,
-        expected=expectations(context.config, context.catalog),
+        expected=expectations(context.plan, context.catalog),
         baseline=context.baseline,
     )

@@ -28,9 +28,8 @@ import psycopg
 
 from ...catalog import Catalog
 from ...changes import lsn_to_int
-from ...config import FlussoConfig, qualify
-from ...documents.routes import index_routes, needs_full_identity
-from ...documents.tree import index_tree
+from ...config import qualify
+from ...plan import Plan
 from .pgoutput import Relation
 
 IDENTITY = {"d": "DEFAULT", "f": "FULL", "n": "NOTHING", "i": "USING INDEX"}
@@ -51,15 +50,16 @@ class Expected:
     full: bool
 
 
-def expectations(config: FlussoConfig, catalog: Catalog) -> dict[str, Expected]:
-    """Per configured table (qualified): the columns build and resolve use, and the identity they need."""
+def expectations(plan: Plan, catalog: Catalog) -> dict[str, Expected]:
+    """Per configured table (qualified): the columns build and resolve use, and the identity they
+    need, from each index's plan."""
     used: dict[str, set[str]] = {}
 
     def use(table: str, columns: Sequence[str]) -> None:
         used.setdefault(table, set()).update(columns)
 
-    for index in config.indexes.values():
-        tree = index_tree(index, catalog)
+    for index in plan.indexes.values():
+        tree = index.tree
         use(tree.table, index.key)
         for node, _ in tree.walk():
             use(node.table, [*node.fields.values(), *node.child_columns, *node.order])
@@ -67,11 +67,8 @@ def expectations(config: FlussoConfig, catalog: Catalog) -> dict[str, Expected]:
                 use(node.table, child.parent_columns)
                 if child.through is not None:
                     use(child.through.table, [*child.through.parent_side, *child.through.child_side])
-    old: dict[str, set[str]] = {}
-    for name, index in config.indexes.items():
-        for route in index_routes(name, index, catalog):
-            old.setdefault(route.table, set()).update(route.columns)
-    full = needs_full_identity(config, catalog)
+    old = plan.old_columns
+    full = plan.full_identity
     out = {}
     for table, columns in used.items():
         found = catalog.get(table)

@@ -102,3 +102,6 @@ class StdoutSink:
         report.requests = 1
         report.seconds = time.monotonic() - started
         return report
+
+    def close(self) -> None:
+        """Nothing to release: the stream is the caller's."""

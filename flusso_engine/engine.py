@@ -79,9 +79,9 @@ class Engine:
         with psycopg.connect(self._dsn, autocommit=True) as conn:
             # before the catalog: a table's definition changed at or before this position is in it
             baseline = lsn_to_int(conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])
-            if check:
-                validate(self.config, conn).raise_for_problems()
             self.catalog = read_catalog(conn, self.config.tables())
+            if check:
+                validate(self.config, conn, self.catalog).raise_for_problems()
             self.system_identifier = str(
                 conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0]
             )

@@ -39,9 +39,10 @@ class ValidationReport:
             raise ConfigError(self.problems, source)
 
 
-def validate(config: FlussoConfig, conn: psycopg.Connection) -> ValidationReport:
-    """Check `config` against the database behind `conn` (read-only queries; commits nothing)."""
-    catalog = read_catalog(conn, config.tables())
+def validate(config: FlussoConfig, conn: psycopg.Connection, catalog: Catalog | None = None) -> ValidationReport:
+    """Check `config` against the database behind `conn` (read-only queries; commits nothing), and
+    the `catalog` read from it if the caller has it (the engine reads it once, for both)."""
+    catalog = catalog if catalog is not None else read_catalog(conn, config.tables())
     access = read_access(conn, catalog)
     report = ValidationReport()
     report.problems += schema_problems(config, catalog, access.relations)

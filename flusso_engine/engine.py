@@ -1,7 +1,7 @@
 """The Engine: mapping first, then backfill of what the sink says is unseeded, then the live loop.
 
 It owns the order of things and the guarantees of DESIGN.md §4; the machinery (threads, queue,
-worker) is in `pipeline.py`, the backends behind their protocols.
+worker) is in `pipeline/`, the backends behind their protocols.
 """
 
 from __future__ import annotations

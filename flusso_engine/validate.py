@@ -1,6 +1,6 @@
 """`flusso validate`: the config against the live database, every problem at once (DESIGN §5).
 
-`config.py` has already checked what the file alone can tell; the rest is asked of PostgreSQL by
+`config/` has already checked what the file alone can tell; the rest is asked of PostgreSQL by
 the parts it concerns, each beside the code it checks: the documents' tables, columns, keys, joins
 and read access (`documents/checks.py`), and the capture backend's server settings, role, slot,
 publication and replica identity (`capture/wal/checks.py`). This module runs both and keeps the

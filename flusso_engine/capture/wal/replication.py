@@ -2,7 +2,7 @@
 
 Server to client: `w` XLogData (one pgoutput message each, for a logical slot) and `k` primary
 keepalives. Client to server: `r` standby status updates, which is how a logical slot's
-`confirmed_flush_lsn` moves. Kept apart from `wal.py` so the byte layouts are unit-testable
+`confirmed_flush_lsn` moves. Kept apart from the stream so the byte layouts are unit-testable
 without a server.
 """
 

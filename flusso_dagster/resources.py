@@ -29,6 +29,7 @@ from dagster import (
 )
 
 from flusso_engine.capture.slots import SlotHealth
+from flusso_engine.changes import int_to_lsn
 from flusso_engine.config import FlussoConfig, load_config
 from flusso_engine.engine import Engine, IndexStatus, slot_health, unseeded_indexes
 from flusso_engine.error import FlussoError
@@ -134,6 +135,26 @@ class FlussoResource(ConfigurableResource):
             return unseeded_indexes(self.config.load())  # no whole engine per sensor tick
         except FlussoError as err:
             raise Failure(description=str(err)) from None
+
+    def seeded_outside(self, indexes: list[str]) -> dict[str, dict]:
+        """For each of `indexes` that the sink says is seeded: the metadata of a materialization
+        reporting it (for an index seeded by `flusso backfill`, or before Dagster ran)."""
+        out: dict[str, dict] = {}
+        with self.engine(observer=LoggingObserver()) as engine:
+            for index in indexes:
+                marker = engine.seeded_at(index)
+                if marker is None:
+                    continue
+                status = engine.index_status(index, refresh=True)
+                out[index] = {
+                    "seeded": MetadataValue.text("seeded outside Dagster (flusso backfill or flusso run); "
+                                                 "reported from the index's seeded marker"),
+                    "documents": MetadataValue.int(status.documents or 0),
+                    "root_rows": MetadataValue.int(status.rows or 0),
+                    "seeded_at_lsn": MetadataValue.text(int_to_lsn(marker.position)),
+                    "definition_hash": MetadataValue.text(marker.definition_hash),
+                }
+        return out
 
     def slot_health(self) -> SlotHealth:
         """The slot's health as `flusso status` judges it, without validating the whole config (it must

@@ -6,6 +6,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from dagster import (
+    AssetMaterialization,
     AssetsDefinition,
     DagsterEventType,
     DagsterInstance,
@@ -21,7 +22,7 @@ from dagster import (
     sensor,
 )
 
-from .assets import index_runs
+from .assets import SEARCH_INDEX, index_runs
 from .constants import ACTIVE_STATUSES, INDEX_TAG, KEEPER_STATUSES, REPLACES_TAG, SLOT_TAG
 from .process import Worker, this_machine
 from .project import Project
@@ -154,6 +155,25 @@ def seed_requests(instance: DagsterInstance, unseeded: list[str],
     return SkipReason("every index is seeded")
 
 
+def report_seeded(instance: DagsterInstance, search_index: AssetsDefinition, flusso: FlussoResource,
+                  unseeded: list[str]) -> list[str]:
+    """A seeded index that Dagster has no materialization of (seeded by `flusso backfill` before
+    `make demo`, say) would show as "Missing" for ever: report one, runless, with its marker's
+    metadata. Returns the indexes reported."""
+    assert search_index.partitions_def is not None
+    have = instance.get_materialized_partitions(SEARCH_INDEX)
+    missing = [i for i in search_index.partitions_def.get_partition_keys() if i not in have and i not in unseeded]
+    if not missing:
+        return []
+    reported = []
+    for index, metadata in flusso.seeded_outside(missing).items():
+        instance.report_runless_asset_event(AssetMaterialization(
+            asset_key=SEARCH_INDEX, partition=index, metadata=metadata,
+            description="the sink says this index is seeded; seeded outside Dagster"))
+        reported.append(index)
+    return reported
+
+
 def build_seed_sensor(search_index: AssetsDefinition) -> SensorDefinition:
     @sensor(
         name="seed_sensor",
@@ -165,6 +185,8 @@ def build_seed_sensor(search_index: AssetsDefinition) -> SensorDefinition:
     )
     def seed_sensor(context: SensorEvaluationContext,
                     flusso: FlussoResource) -> list[RunRequest] | SkipReason:
-        return seed_requests(context.instance, flusso.unseeded())
+        unseeded = flusso.unseeded()
+        report_seeded(context.instance, search_index, flusso, unseeded)
+        return seed_requests(context.instance, unseeded)
 
     return seed_sensor

@@ -462,6 +462,11 @@ class Engine:
         """Drop what capture set up (the slot and the publication)."""
         self.capture.teardown()
 
+    def seeded_at(self, index: str) -> SeedMarker | None:
+        """The marker of a seeded index (what seeded it, at which position); None if it is unseeded."""
+        marker = self.sink.seed_marker(index)
+        return marker if marker is not None and index not in self.needs_backfill([index]) else None
+
     def slot_health(self):  # noqa: ANN201 - the capture's health report (`capture.wal.health.SlotHealth`)
         """Is the slot about to fill the database's disk, or lost? With the fix for each finding."""
         return self.capture.health(self.config.slot.warn_lag)

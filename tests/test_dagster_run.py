@@ -291,3 +291,28 @@ def test_keeper_ends_a_paused_live_run_that_holds_the_slot_and_frees_it_for_the_
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_an_index_seeded_by_the_cli_is_reported_materialized_once_by_the_seed_sensor(project):
+    """Seeded by `flusso backfill` before Dagster ran: the partitions page must not say "Missing"."""
+    from dagster import AssetKey
+
+    from flusso_dagster.sensors import build_seed_sensor
+
+    index = project.indexes[0]
+    done = subprocess.run([sys.executable, "-m", "flusso_engine.cli", "backfill", "-c", project.config_path],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    sensor = build_seed_sensor(build_search_index(index_partitions(project)))
+    resources = {"flusso": flusso_resource(project)}
+    key = AssetKey("search_index")
+    with instance_for_test() as instance:
+        for _ in range(2):  # the second tick finds the materialization and reports nothing more
+            with build_sensor_context(instance=instance, resources=resources) as context:
+                skipped = sensor(context)
+            assert isinstance(skipped, SkipReason) and skipped.skip_message == "every index is seeded"
+        assert instance.get_materialized_partitions(key) == {index}
+        (record,) = instance.fetch_materializations(key, limit=10).records
+        metadata = {k: v.value for k, v in record.asset_materialization.metadata.items()}
+        assert metadata["documents"] == metadata["root_rows"] == BOOKS
+        assert "seeded outside Dagster" in metadata["seeded"]

@@ -519,3 +519,32 @@ def test_stream_survives_a_server_restart(db, stop):
     (second,) = consumer.transactions(1, timeout=60)
     assert [c.new["id"] for c in second[:-1]] == ["2"] and capture.reconnects >= 1
     consumer.finish()
+
+
+def test_two_starts_at_once_both_prepare_without_an_error(db: str) -> None:
+    """Two Dagster partitions starting together race to create the publication and the slot: the
+    loser of each race finds it there, and exactly one of them created the slot."""
+    import uuid
+
+    for _ in range(5):
+        name = f"t_{uuid.uuid4().hex[:10]}"
+        stop = threading.Event()
+        captures = [WalCapture(db, name, name, stop, full_identity={"public.review"}) for _ in range(2)]
+        outcomes: list[object] = [None, None]
+        barrier = threading.Barrier(2)
+
+        def start(i: int, captures: list = captures, outcomes: list = outcomes,
+                  barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                outcomes[i] = captures[i].prepare(["public.book", "public.review"])
+            except Exception as err:  # noqa: BLE001 - the assertion below shows it
+                outcomes[i] = err
+
+        threads = [threading.Thread(target=start, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert sorted(outcomes, key=str) == [False, True], outcomes
+        captures[0].teardown()

@@ -96,12 +96,18 @@ class Setup(WalBase):
                 self._log.info("publication %s was FOR ALL TABLES; recreating it for flusso's tables", name)
                 row = None
             if row is None:
-                conn.execute(
-                    sql.SQL(
-                        "CREATE PUBLICATION {} FOR TABLE {} "
-                        "WITH (publish = {}, publish_via_partition_root = true)"
-                    ).format(name, targets, sql.Literal(PUBLISH))
-                )
+                try:
+                    conn.execute(
+                        sql.SQL(
+                            "CREATE PUBLICATION {} FOR TABLE {} "
+                            "WITH (publish = {}, publish_via_partition_root = true)"
+                        ).format(name, targets, sql.Literal(PUBLISH))
+                    )
+                except (errors.DuplicateObject, errors.UniqueViolation):  # the latter when both CREATEs overlap
+                    # created a moment ago by a concurrent start (two Dagster partitions at once) for
+                    # the same config: it is there now, as it should be
+                    self._log.debug("publication %s was created concurrently", self.publication)
+                    return
                 self._log.info("created publication %s for %d tables", self.publication, len(tables))
                 self.repairs.publication_created = True
                 return

@@ -39,8 +39,12 @@ class Markers(Requests):
     def mark_unseeded(self, index: str) -> None:
         """Remove the marker; a missing index is unseeded already."""
         meta = flusso_meta.without_seed(self._meta(index))
-        if meta is not None:
+        if meta is None:
+            return
+        try:
             self._put_meta(index, meta)
+        except NotFoundError:
+            return  # deleted meanwhile (another process recreating it for a backfill): unseeded as well
 
     def _meta(self, index: str) -> dict | None:
         """The index's whole `_meta` (freshly read), or None if it is missing."""

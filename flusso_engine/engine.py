@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Collection, Sequence
+import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import psycopg
@@ -18,17 +19,20 @@ from psycopg import sql
 from . import registry
 from .capture import ChangeCapture, Repairs
 from .catalog import read_catalog
-from .changes import Change, Position, doc_id, int_to_lsn, lsn_to_int
+from .changes import Position, int_to_lsn, lsn_to_int
 from .config import FlussoConfig, qualify, split_table
 from .documents import DocumentBuilder
 from .error import ConfigError, Problem, SourceError
+from .generations import Generations, IndexState
 from .observer import BackfillReport, LagReport, LoggingObserver, Observer
 from .pipeline import CaptureThread, Worker, drive
 from .plan import make_plan
 from .policy import BatchPolicy, FailurePolicies
 from .redact import redact_dsn
 from .registry import Context
-from .sinks import SeedMarker, Sink
+from .reseeds import Reseeds
+from .routing import Routing
+from .sinks import GenerationSink, SeedMarker, Sink
 from .slotstate import SlotGuard, SlotMoved, Verdict, judge
 from .validate import validate
 
@@ -44,9 +48,10 @@ class IndexStatus:
     documents: int | None
     rows: int | None
     definition_current: bool
+    generations: IndexState | None = None  # a sink with generations: serving, building, previous
 
 
-class Engine:
+class Engine(Reseeds):
     def __init__(
         self,
         config: FlussoConfig,
@@ -68,6 +73,10 @@ class Engine:
         self._opened = False
         self._covered: dict[str, Position] = {}  # table -> its indexes were all seeded at or after this
         self._observed: tuple[str | None] | None = None  # the incarnation seen without adopting the slot
+        self.routing: Routing | None = None  # live capture's write set (a sink with generations)
+        # rebuilds running beside live capture: index -> (thread, its cancel event)
+        self._rebuilding: dict[str, tuple[threading.Thread, threading.Event]] = {}
+        self.rebuild_errors: list[BaseException] = []
 
     def open(self, *, check: bool = True) -> Engine:
         """Connect, validate the config against the database (unless `check` is False: for a quick
@@ -95,6 +104,7 @@ class Engine:
         self.slot_guard = SlotGuard(self.sink, self.config.source.slot, self.system_identifier,
                                     on_limit=self.capture.set_limit)
         self.capture.verify_slot = self._verify_slot
+        self.generations = Generations(self.sink) if isinstance(self.sink, GenerationSink) else None
         self._opened = True
         return self
 
@@ -189,7 +199,10 @@ class Engine:
         created = self.capture.prepare(self.config.tables())
         missed = {} if created else self._missed(self.capture.repairs)
         for index in self.config.indexes:
-            self.sink.ensure_index(index, self.builder.mapping(index))
+            if self.generations is not None:
+                self.generations.reconcile(index)  # a rebuild killed earlier: its generation goes
+            else:
+                self.sink.ensure_index(index, self.builder.mapping(index))
         verdict = self._adopt_slot(created)
         if not verdict.same:
             if self.capture.repairs.publication_created:  # prepare moved the slot itself: say why
@@ -275,7 +288,8 @@ class Engine:
             "Start `flusso run` again: it rebuilds the indexes."
         )
 
-    def _guard(self, confirm: Position, version: Position) -> None:
+    def raise_bounds(self, confirm: Position, version: Position) -> None:
+        """The worker's `guard`: the slot's bounds raised before a flush (slotstate.py)."""
         self.slot_guard.raise_to(confirm=confirm, version=version)
 
     def _ack(self, position: Position) -> None:
@@ -287,53 +301,12 @@ class Engine:
         names = self.index_names(only)
         if created or self.slot_incarnation is None:
             return names
-        return [n for n in names if not self.sink.is_seeded(n, self.marker(n))]
+        return [n for n in names if not self.sink.is_seeded(n, self.marker(n)) or self._concrete(n)]
 
-    def backfill(self, index: str) -> BackfillReport:
-        """Recreate the index empty, then drive its root table's rows through resolve -> build -> sink.
-
-        The index is recreated whatever made it unseeded: an index left by a crashed backfill or a
-        lost slot may hold documents whose rows are gone, which rebuilding the live rows never removes.
-        """
-        started = time.monotonic()
-        plan = self.plan.index(index)
-        table = plan.root
-        position = self.capture.current_position()
-        tables = self.capture.table_fingerprints(sorted(self.index_tables(index)))
-        self.sink.recreate(index, self.builder.mapping(index))
-        rows = self._count_rows(table)
-        self.observer.backfill_started(index, rows)
-        key = plan.key
-
-        def resolve(changes: Sequence[Change]) -> dict[str, set[str]]:
-            return {index: {doc_id([c.new[k] for k in key]) for c in changes if c.new is not None}}
-
-        worker = Worker(self.builder, self.sink, self.batch.max_changes, self.observer, only={index},
-                        resolve=resolve, failpoint="backfill_flush", in_flight=self.batch.in_flight,
-                        guard=self._guard)
-        stop = threading.Event()
-        queue = registry.create("queue", self.config.queue.type, self.context, stop)
-        thread = CaptureThread(lambda: self.capture.snapshot(table, key), queue, stop, name="flusso-snapshot")
-        thread.start()
-        def progress() -> None:
-            self.observer.backfill_progress(index, worker.documents)
-
-        try:
-            drive(worker, queue, thread, self.stop, stop, self.batch.max_changes, self.batch.max_delay,
-                  ack=None, on_batch=progress)
-        finally:
-            stop.set()
-            worker.close()
-            thread.join(timeout=10)
-        report = BackfillReport(index=index, documents=worker.documents, rows=rows, rejected=worker.rejected,
-                                seconds=time.monotonic() - started)
-        if self.stop.is_set():
-            report.skipped, report.reason = True, "stopped before it finished; the index stays unseeded"
-            self.observer.backfill_finished(report)
-            return report
-        self.sink.mark_seeded(index, self.marker(index, position, tables))
-        self.observer.backfill_finished(report)
-        return report
+    def _concrete(self, index: str) -> bool:
+        """A concrete index under the alias's name (an install from before generations): it is
+        migrated by rebuilding it into a generation, which then replaces it in one swap."""
+        return isinstance(self.sink, GenerationSink) and self.sink.alias_target(index) == index
 
     def backfill_unseeded(self, created: bool, only: Collection[str] | None = None,
                           force: bool = False) -> list[BackfillReport]:
@@ -343,7 +316,7 @@ class Engine:
             if self.stop.is_set():
                 break
             if index in names:
-                reports.append(self.backfill(index))
+                reports.append(self.backfill(index, self._why_reseed(index, force)))
             else:
                 report = BackfillReport(index=index, skipped=True,
                                         reason="the index is seeded (force a reseed to rewrite it)")
@@ -351,13 +324,27 @@ class Engine:
                 reports.append(report)
         return reports
 
+    def _why_reseed(self, index: str, force: bool) -> str:
+        if force:
+            return "forced"
+        if self._concrete(index):
+            return "migrating a concrete index to generations"
+        if self.sink.definition_hash(index) not in (None, self.builder.definition_hash(index)):
+            return "its definition changed"
+        return "unseeded"
+
     def live(self) -> None:
         """Follow the slot until the stop event is set; then flush, ack, return."""
         self._capture_stop.clear()
         queue = registry.create("queue", self.config.queue.type, self.context, self._capture_stop)
+        if self.generations is not None:
+            hashes = {i: self.builder.definition_hash(i) for i in self.config.indexes}
+            self.routing = Routing(self.generations, hashes, owner=uuid.uuid4().hex,
+                                   position=self.capture.current_position)
+            self.routing.refresh()
         worker = Worker(self.builder, self.sink, self.batch.max_changes, self.observer,
                         on_truncate=self._on_truncate, on_resync=self._on_resync, in_flight=self.batch.in_flight,
-                        guard=self._guard)
+                        guard=self.raise_bounds, routing=self.routing)
         thread = CaptureThread(self.capture.stream, queue, self._capture_stop)
         thread.start()
         log.info("live capture started on slot %s", self.config.source.slot)
@@ -365,6 +352,10 @@ class Engine:
         idle_raised = [0.0]
 
         def tick() -> None:
+            if self.rebuild_errors:
+                raise self.rebuild_errors.pop(0)
+            if self.routing is not None:
+                self.routing.maybe_refresh()
             now = time.monotonic()
             bound = self.slot_guard.state
             if bound is not None and self.capture.idle > bound.confirmed_bound and (
@@ -384,6 +375,8 @@ class Engine:
             self._capture_stop.set()
             worker.close()
             thread.join(timeout=30)
+            for rebuild, _ in list(self._rebuilding.values()):
+                rebuild.join(timeout=30)
 
     def report_lag(self, worker_changes: int = 0, seconds: float = 0.0) -> LagReport:
         info = self.capture.slot_info()
@@ -396,53 +389,29 @@ class Engine:
         self.observer.lag(report)
         return report
 
-    def _on_resync(self, table: str, position: Position) -> None:
-        """Rows of `table` changed at or before `position` in a way no row change reports (partitions
-        attached, detached, truncated; a change made under another definition): rebuild each index
-        that uses it, unless it was seeded at or after that position."""
-        if self._covered.get(table, -1) >= position:
-            return
-        lowest: Position | None = None
-        for index in self.config.indexes:
-            if table not in self.index_tables(index):
-                continue
-            marker = self.sink.seed_marker(index)
-            if marker is None or marker.position < position:
-                log.warning("rebuilding index %s: rows of %s changed in a way its row changes do not report", index,
-                            table)
-                self.sink.mark_unseeded(index)
-                self.backfill(index)
-                marker = self.sink.seed_marker(index)
-            seeded = marker.position if marker is not None else 0
-            lowest = seeded if lowest is None else min(lowest, seeded)
-        if lowest is not None:
-            self._covered[table] = lowest
-
-    def _on_truncate(self, table: str) -> None:
-        """A root table truncated empties its index; any other table on a tree reseeds that index now."""
-        for index in self.config.indexes:
-            if self.plan.index(index).root == table:
-                log.info("%s was truncated: emptying index %s", table, index)
-                position = self.capture.current_position()
-                tables = self.capture.table_fingerprints(sorted(self.index_tables(index)))
-                self.sink.recreate(index, self.builder.mapping(index))
-                self.sink.mark_seeded(index, self.marker(index, position, tables))
-            elif table in self.index_tables(index):
-                log.info("%s was truncated: rebuilding index %s", table, index)
-                self.sink.mark_unseeded(index)
-                self.backfill(index)
-
     def run(self, *, live: bool = True, backfill: bool = True, only: Collection[str] | None = None,
             force: bool = False, recreate_slot: bool = False) -> list[BackfillReport]:
+        """With live capture, an index that has a serving generation is rebuilt beside it (the
+        serving one answering meanwhile); one with nothing to serve yet is filled first."""
         created = self.prepare(recreate_slot=recreate_slot)
-        reports = self.backfill_unseeded(created, only, force) if backfill else []
+        if not backfill:
+            names: list[str] = []
+        elif force:
+            names = self.index_names(only)
+        else:
+            names = self.unseeded(created, only)
+        beside = [n for n in names if live and self.generations is not None and self.sink.alias_target(n)]
+        first = [n for n in self.index_names(only) if n not in beside]
+        reports = self.backfill_unseeded(created, first, force) if first and backfill else []
         if live and not self.stop.is_set():
+            for index in beside:
+                self.start_rebuild(index, self._why_reseed(index, force))
             self.live()
         return reports
 
     # --- status -----------------------------------------------------------------------------
 
-    def _count_rows(self, table: str) -> int:
+    def count_rows(self, table: str) -> int:
         schema, name = split_table(table)
         with psycopg.connect(self._dsn, autocommit=True) as conn:
             return conn.execute(
@@ -481,8 +450,9 @@ class Engine:
             index=index,
             seeded=marker.slot_incarnation is not None and self.sink.is_seeded(index, marker),
             documents=self.sink.count(index),
-            rows=self._count_rows(qualify(self.config.indexes[index].table)),
+            rows=self.count_rows(qualify(self.config.indexes[index].table)),
             definition_current=self.sink.definition_hash(index) == marker.definition_hash,
+            generations=self.generations.load(index)[0] if self.generations is not None else None,
         )
 
 

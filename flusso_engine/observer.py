@@ -37,6 +37,11 @@ class BackfillReport:
     seconds: float = 0.0
     skipped: bool = False
     reason: str = ""
+    generation: str | None = None  # the physical index it built (a sink with generations)
+    physical: str | None = None
+    previous: str | None = None  # the generation it replaced, kept for inspection
+    swapped_at: str | None = None
+    frozen: bool = False  # the replaced generation had another definition and was not written meanwhile
 
     @property
     def rate(self) -> float:

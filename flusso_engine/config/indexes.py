@@ -54,7 +54,8 @@ _TYPE_ALIASES = {
 }
 
 _INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
-_INDEX_NAME_MAX = 255 - len(DEAD_LETTER_SUFFIX)  # OpenSearch's limit, leaving room for `-deadletter`
+# OpenSearch's limit, leaving room for `-deadletter` and for a generation's `__g<N>` (N up to 9 digits)
+_INDEX_NAME_MAX = 255 - max(len(DEAD_LETTER_SUFFIX), 12)
 _TABLE_NAME = re.compile(r"^[^.\s]+(\.[^.\s]+)?$")
 
 
@@ -64,6 +65,11 @@ def _index_name(name: str) -> str:
         raise ValueError(
             f'"{name}" is not a valid OpenSearch index name (lower-case letters, digits, _ and -, '
             f'starting with a letter or digit, at most {_INDEX_NAME_MAX}): rename it, e.g. "{fixed}"'
+        )
+    if re.search(r"__g\d+$", name):
+        raise ValueError(
+            f'"{name}" ends like one of flusso\'s physical generations (<index>__g<N>, behind the alias '
+            f'<index>): rename it, e.g. "{name.rsplit("__g", 1)[0]}_g{name.rsplit("__g", 1)[1]}"'
         )
     return name
 

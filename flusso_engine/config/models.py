@@ -85,6 +85,15 @@ class FailuresConfig(Strict):
     flush_error: FlushErrorConfig = Field(default_factory=FlushErrorConfig)
 
 
+class IndexLifecycleConfig(Strict):
+    """How reseeds replace an index's generation (`rebuild.py`)."""
+
+    # keep the replaced generation (unsearched, for inspection) until the next swap
+    keep_previous: bool = True
+    # how long a rebuild waits for the running live capture to confirm it writes the new generation
+    handshake_timeout_s: float = Field(60.0, gt=0)
+
+
 class FlussoConfig(Strict):
     source: SourceConfig
     sink: SinkConfig
@@ -92,6 +101,7 @@ class FlussoConfig(Strict):
     batch: BatchConfig = Field(default_factory=BatchConfig)
     queue: QueueConfig = Field(default_factory=QueueConfig)
     failures: FailuresConfig = Field(default_factory=FailuresConfig)
+    index_lifecycle: IndexLifecycleConfig = Field(default_factory=IndexLifecycleConfig)
     indexes: dict[IndexName, IndexConfig]
 
     @field_validator("indexes")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..changes import Change, DocId, Position
 from ..documents import DocumentBuilder
@@ -12,6 +14,20 @@ from ..documents.visibility import batch_xids
 from ..observer import BatchStats, Observer
 from ..sinks import Sink
 from .flushes import Flushes, chunked
+
+if TYPE_CHECKING:
+    from ..routing import Routing
+
+
+@dataclass
+class _Handled:
+    """A batch handled and not yet returned by `done`: kept whole, in case it must be built again."""
+
+    stats: BatchStats
+    last_flush: int  # done once every flush up to this one has settled
+    started: float
+    batch: Sequence[Change]
+    epoch: int  # the write set it was built for
 
 
 class Worker:
@@ -28,6 +44,12 @@ class Worker:
     commit position: it durably raises the bounds of `slotstate.py` before any of those versions
     reaches the sink and before the batch can be acknowledged (a no-op unless they grow, so about
     once per batch).
+
+    `routing` (live capture, `routing.py`) says which physical generations each index's documents go
+    to. It is read again once a batch's flushes are done, before the batch is returned for its ack;
+    a batch handled before a generation joined is then built again for the new write set (documents
+    are rebuilt from current rows, so that is harmless), and only then returned. `targets` fixes the
+    write set instead (a backfill writes only the generation it builds).
     """
 
     def __init__(
@@ -43,6 +65,8 @@ class Worker:
         failpoint: str = "live_flush",
         in_flight: int = 0,
         guard: Callable[[Position, Position], None] | None = None,
+        routing: Routing | None = None,
+        targets: Callable[[str], Sequence[str]] | None = None,
     ) -> None:
         self.builder = builder
         self.resolve = resolve or builder.resolve
@@ -54,9 +78,11 @@ class Worker:
         self.on_resync = on_resync
         self.flushes = Flushes(sink, in_flight, failpoint)
         self.guard = guard
+        self.routing = routing
+        self.targets = targets or (routing.targets if routing is not None else (lambda index: (index,)))
         self._confirm: Position = 0  # the handled batch's last commit position
         self._version: Position = 0  # the highest build position buffered since the last send
-        self._batches: deque[tuple[BatchStats, int, float]] = deque()  # stats, last flush, started
+        self._batches: deque[_Handled] = deque()
 
     @property
     def documents(self) -> int:
@@ -67,9 +93,11 @@ class Worker:
     def rejected(self) -> int:
         return self.flushes.rejected
 
-    def handle(self, batch: Sequence[Change]) -> BatchStats:
-        """Build and send the batch; it counts as flushed once `done` returns it."""
+    def handle(self, batch: Sequence[Change], replay: bool = False) -> BatchStats:
+        """Build and send the batch; it counts as flushed once `done` returns it. A `replay` builds a
+        batch handled before again, for a grown write set: its truncates were handled already."""
         started = time.monotonic()
+        epoch = self.routing.epoch if self.routing is not None else 0
         stats = BatchStats(changes=sum(1 for c in batch if not c.is_commit))
         self._confirm = max((c.position for c in batch if c.is_commit), default=0)
         segment: list[Change] = []
@@ -77,6 +105,8 @@ class Worker:
             if change.op in ("truncate", "resync"):
                 self._apply(segment, stats)
                 segment = []
+                if replay:
+                    continue
                 if change.op == "truncate" and self.on_truncate is not None:
                     self.flushes.settle(wait=True)  # nothing older may land in the index the truncate rebuilds
                     self.on_truncate(change.table)
@@ -88,19 +118,35 @@ class Worker:
             else:
                 segment.append(change)
         self._apply(segment, stats)
-        self._batches.append((stats, self.flushes.sent, started))
+        self._batches.append(_Handled(stats, self.flushes.sent, started, batch, epoch))
         return stats
 
     def done(self, wait: bool = False) -> list[BatchStats]:
         """The handled batches whose every flush has succeeded, oldest first; `wait` waits for all."""
         self.flushes.settle(wait)
         finished = []
-        while self._batches and self._batches[0][1] <= self.flushes.settled:
-            stats, _, started = self._batches.popleft()
-            stats.seconds = time.monotonic() - started
-            self.observer.batch_flushed(stats)
-            finished.append(stats)
+        read = False
+        while self._batches and self._batches[0].last_flush <= self.flushes.settled:
+            handled = self._batches[0]
+            if self.routing is not None:
+                if not read:  # once per round, after every build it vouches for
+                    self.routing.refresh()
+                    read = True
+                if handled.epoch != self.routing.epoch:
+                    self._replay()
+                    return finished + self.done(wait)
+            self._batches.popleft()
+            handled.stats.seconds = time.monotonic() - handled.started
+            self.observer.batch_flushed(handled.stats)
+            finished.append(handled.stats)
         return finished
+
+    def _replay(self) -> None:
+        """Build every batch not yet returned again, for the write set as it is now."""
+        pending = list(self._batches)
+        self._batches.clear()
+        for handled in pending:
+            self.handle(handled.batch, replay=True)
 
     @property
     def pending(self) -> bool:
@@ -123,8 +169,10 @@ class Worker:
                 built = self.builder.build(index, chunk, after=xids)
                 if built.docs:
                     self._version = max(self._version, built.position)
+                targets = self.targets(index)
                 for doc_id, doc in built.docs.items():
-                    self.sink.write(index, doc_id, doc, built.position)
+                    for target in targets:
+                        self.sink.write(target, doc_id, doc, built.position)
                 buffered += len(built.docs)
                 stats.documents += len(built.docs)
                 if buffered >= self.max_changes:

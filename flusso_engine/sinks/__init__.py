@@ -12,19 +12,32 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from ..changes import DocId
+from ..error import SinkError
 from .marker import SeedMarker
 
+GENERATION_SEPARATOR = "__g"  # a generation of index `books` is the physical index `books__g<N>`
+
 __all__ = [
+    "GENERATION_SEPARATOR",
+    "alias_of",
+    "AliasMoved",
     "DeadLetter",
     "DeadLetterSink",
     "DetachableSink",
     "FlushReport",
+    "GenerationSink",
     "PendingWrite",
     "Rejection",
     "SeedMarker",
     "Sink",
     "WriteBuffer",
 ]
+
+
+def alias_of(name: str) -> str:
+    """The index (alias) a physical generation belongs to; any other name is returned as it is."""
+    base, sep, number = name.rpartition(GENERATION_SEPARATOR)
+    return base if sep and base and number.isdigit() else name
 
 
 @dataclass
@@ -131,3 +144,23 @@ class DeadLetterSink(Sink, Protocol):
 
     def dead_letters(self, index: str) -> list[DeadLetter]: ...
     def remove_dead_letters(self, index: str, letters: Sequence[DeadLetter]) -> None: ...
+
+
+class AliasMoved(SinkError):
+    """The alias was not where a swap expected it: someone else swapped it first."""
+
+
+@runtime_checkable
+class GenerationSink(Sink, Protocol):
+    """A sink whose indexes are aliases over physical generations, so that a reseed builds the next
+    generation beside the serving one and swaps (`generations.py`, `rebuild.py`). Optional: a sink
+    without it (stdout) rebuilds in place."""
+
+    def alias_target(self, alias: str) -> str | None: ...
+    def generation_names(self, alias: str) -> dict[str, dict]: ...
+    def create_generation(self, name: str, mapping: dict, generation: int) -> None: ...
+    def finish_generation(self, name: str, mapping: dict) -> None: ...
+    def swap_alias(self, alias: str, new: str, old: str | None) -> None: ...
+    def set_generation_state(self, name: str, state: str) -> None: ...
+    def delete_index(self, name: str) -> None: ...
+    def read_states(self, keys: list[str]) -> dict[str, tuple[dict, Any]]: ...

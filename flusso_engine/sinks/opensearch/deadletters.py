@@ -22,7 +22,7 @@ from opensearchpy.exceptions import NotFoundError
 from ...changes import DocId
 from ...config import DEAD_LETTER_SUFFIX
 from ...error import RejectedItem, SinkError
-from .. import DeadLetter, FlushReport, PendingWrite, Rejection
+from .. import DeadLetter, FlushReport, PendingWrite, Rejection, alias_of
 from .bulk import MAX_ID_BYTES, Action, Bulk, encode, id_too_long, line
 from .client import Retries
 from .indexes import Indexes
@@ -52,9 +52,9 @@ def letter_id(doc_id: DocId) -> str:
 
 
 def encode_dead_letter(write: PendingWrite, reason: str, failed_at: str) -> Action:
-    index = write.index + DEAD_LETTER_SUFFIX
+    index = alias_of(write.index) + DEAD_LETTER_SUFFIX
     doc = json.loads(write.doc) if isinstance(write.doc, str) else write.doc
-    letter = {"index": write.index, "doc_id": write.doc_id, "reason": reason, "document": doc,
+    letter = {"index": alias_of(write.index), "doc_id": write.doc_id, "reason": reason, "document": doc,
               "failed_at": failed_at}
     body = line({"index": {"_index": index, "_id": letter_id(write.doc_id)}}) + line(letter)
     return Action(PendingWrite(index, write.doc_id, letter, 0), body.encode())
@@ -132,7 +132,7 @@ class DeadLetters(Bulk, Indexes):
         failed_at = datetime.now(UTC).isoformat()
         with self._dead_letter_lock:  # two detached flushes may reject at once
             for write, _ in rejected:
-                index = write.index + DEAD_LETTER_SUFFIX
+                index = alias_of(write.index) + DEAD_LETTER_SUFFIX
                 if index not in self._dead_letter_indexes:
                     self.ensure_index(index, DEAD_LETTER_MAPPING)
                     self._dead_letter_indexes.add(index)

@@ -15,6 +15,7 @@ not an error. Deletes are versioned the same way, and outlive the longest retry 
 | `marker.py` | the seeded marker in the index's `_meta` (its layout: `flusso_engine/sinks/marker.py`) |
 | `deadletters.py` | the rejection policy, and dead letters: their index, listing, removal |
 | `state.py` | flusso's state documents, with compare-and-set |
+| `aliases.py` | generations `<alias>__g<N>` behind the alias: build settings, the atomic swap |
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ...config import SinkConfig
 from ...policy import FailurePolicies
 from ...redact import redact_url
 from .. import FlushReport, PendingWrite, WriteBuffer
+from .aliases import Aliases
 from .bulk import encode_writes
 from .client import client_kwargs, secrets_of
 from .deadletters import DeadLetters
@@ -39,7 +41,7 @@ from .marker import Markers
 from .state import StateDocuments
 
 
-class OpenSearchSink(Markers, DeadLetters, StateDocuments):
+class OpenSearchSink(Aliases, Markers, DeadLetters, StateDocuments):
     """The Sink of DESIGN §2 for OpenSearch.
 
     `is_seeded(index, expected)` compares the stored marker with `expected` (definition hash, slot,

@@ -45,6 +45,18 @@ class StateDocuments(Indexes):
             return None
         return dict(reply["_source"]), (reply["_seq_no"], reply["_primary_term"])
 
+    def read_states(self, keys: list[str]) -> dict[str, tuple[dict, Any]]:
+        """Several state documents in one realtime request (missing ones are left out)."""
+        if not keys:
+            return {}
+        try:
+            reply = self._call(f"reading {len(keys)} documents from {self.config.state_index}", self.client.mget,
+                               index=self.config.state_index, body={"ids": list(keys)}, realtime=True)
+        except NotFoundError:
+            return {}
+        return {d["_id"]: (dict(d["_source"]), (d["_seq_no"], d["_primary_term"]))
+                for d in reply.get("docs", []) if d.get("found")}
+
     def write_state(self, key: str, doc: dict, token: Any) -> Any | None:
         """Write `doc` if the stored one is still the one `token` was read with (None: if there is
         none); durable when it returns (the translog is synced per request by default). None when

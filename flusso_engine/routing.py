@@ -1,0 +1,101 @@
+"""Where live capture writes each index's documents: the generations in the index's state, and the
+live side of a rebuild's handshake.
+
+Live writes an index's documents to its serving generation and to the one being built, each only if
+it has this process's definition of the index (a serving generation of another definition is
+frozen until the rebuild swaps it out). The write set is cached; `refresh` reads every index's state
+in one request. The worker refreshes it after a batch's builds and before acknowledging the batch,
+and builds the batch again when a generation joined meanwhile (`epoch`): that read-after-build is
+what makes a rebuild exact (see `docs/architecture.md`, "Zero-downtime reseeds"); the handshake only
+lets the rebuild wait until live capture writes to it before taking its snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from .changes import Position
+from .error import SinkError
+from .generations import Building, Generations
+
+log = logging.getLogger("flusso.routing")
+
+
+class DefinitionConflict(SinkError):
+    """A generation is being built with a definition this process cannot build."""
+
+
+class Routing:
+    def __init__(self, generations: Generations, hashes: dict[str, str], owner: str,
+                 position: Callable[[], Position]) -> None:
+        self.generations = generations
+        self.hashes = hashes  # index -> this process's definition hash
+        self.owner = owner
+        self.position = position
+        self.epoch = 0  # grows whenever a generation joins some index's write set
+        self._targets: dict[str, tuple[str, ...]] = {}
+        self._frozen: dict[str, str] = {}  # index -> the serving generation left alone (logged once)
+        self._read_at = 0.0
+
+    def targets(self, index: str) -> tuple[str, ...]:
+        return self._targets.get(index, ())
+
+    def maybe_refresh(self, every: float = 1.0) -> None:
+        """`refresh` unless it ran in the last `every` seconds (for an idle stream's ticks)."""
+        if time.monotonic() - self._read_at >= every:
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Read every index's state; raises `DefinitionConflict` when a rebuild writes another definition."""
+        self._read_at = time.monotonic()
+        states = self.generations.load_many(list(self.hashes))
+        grew = False
+        for index, state in states.items():
+            if state is None:  # no state yet (a deleted state index): the sink's aliases say it
+                state = self.generations.reconcile(index)
+            mine = self.hashes[index]
+            names: list[str] = []
+            if state.serving is not None:
+                if state.serving_hash == mine:
+                    names.append(state.serving)
+                    self._frozen.pop(index, None)
+                elif self._frozen.get(index) != state.serving:
+                    self._frozen[index] = state.serving
+                    log.warning("index %s: its serving generation %s has another definition than this config's; "
+                                "it is frozen (not written) until a rebuild with this definition replaces it",
+                                index, state.serving)
+            building = state.building
+            if building is not None:
+                if building.definition_hash != mine:
+                    raise DefinitionConflict(
+                        f"index {index} is being rebuilt into {building.name} with another definition "
+                        f"({building.definition_hash[:12]}) by {building.who()}; this process runs definition "
+                        f"{mine[:12]} and cannot write that generation, so it stops before acknowledging anything "
+                        "it did not write there. Restart it with the flusso.yaml the rebuild uses, or stop the "
+                        "rebuild."
+                    )
+                names.append(building.name)
+                if building.dual_from is None:
+                    self._handshake(index, building)
+            new = tuple(names)
+            if not set(new) <= set(self._targets.get(index, ())):
+                grew = True
+            self._targets[index] = new
+        if grew:
+            self.epoch += 1
+
+    def _handshake(self, index: str, building: Building) -> None:
+        """Tell the rebuild that live capture writes its generation from now on."""
+        position = self.position()
+
+        def confirm(state):  # noqa: ANN001, ANN202 - IndexState
+            b = state.building
+            if b is None or b.name != building.name or b.dual_from is not None:
+                return None
+            b.dual_from, b.dual_by = position, self.owner
+            return state
+
+        self.generations.update(index, confirm)
+        log.info("index %s: live capture writes the generation being built, %s, too", index, building.name)

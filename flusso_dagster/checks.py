@@ -29,7 +29,8 @@ def build_checks(search_index: AssetsDefinition,
             AssetCheckSpec("documents_match_rows", asset=search_index, partitions_def=partitions,
                            description="documents in the index equal rows in its root table"),
             AssetCheckSpec("definition_current", asset=search_index, partitions_def=partitions,
-                           description="the index was created from the config's current definition"),
+                           description="the alias exists and serves a generation built from the config's "
+                                       "current definition"),
         ]
 
     @multi_asset_check(specs=specs, name="search_index_checks")
@@ -53,16 +54,24 @@ def build_checks(search_index: AssetsDefinition,
             description=counted,
             metadata={"documents": status.documents or 0, "rows": status.rows or 0, "seeded": status.seeded},
         )
+        state = status.generations
+        serving = state.serving if state is not None else index
+        if serving is None:
+            passed, why = False, (f"there is no index or alias named {index}: searches of it fail; "
+                                  "materialize the partition to build it")
+        elif not status.definition_current:
+            passed, why = False, (f"{index} serves {serving}, built from another definition than the config's "
+                                  "(a stale mapping): materialize the partition to rebuild it beside the serving "
+                                  "one and swap")
+        else:
+            passed, why = True, f"{index} serves {serving}, built from the config's definition"
+        building = state.building.name if state is not None and state.building is not None else "none"
         yield AssetCheckResult(
             check_name="definition_current",
-            passed=status.definition_current,
+            passed=passed,
             severity=AssetCheckSeverity.ERROR,
-            description=(
-                "the index's definition hash equals the config's" if status.definition_current else
-                f"{index} was created from another definition than the config's (a stale mapping): "
-                "materialize the partition to recreate it with the new mapping and backfill it"
-            ),
-            metadata={"seeded": status.seeded},
+            description=why,
+            metadata={"seeded": status.seeded, "serving": serving or "missing", "building": building},
         )
 
     return search_index_checks

@@ -114,14 +114,26 @@ class FlussoResource(ConfigurableResource):
             context.log.info("%s: %s", index, SEEDED_REASON)
             return MaterializeResult(metadata={"seeded": MetadataValue.text(SEEDED_REASON),
                                                "documents_written": 0, "forced": force})
-        return MaterializeResult(metadata={
+        metadata: dict = {
             "documents_written": MetadataValue.int(report.documents),
             "root_rows": MetadataValue.int(report.rows),
             "duration_s": MetadataValue.float(round(report.seconds, 3)),
             "documents_per_s": MetadataValue.float(round(report.rate, 1)),
             "rejected": MetadataValue.int(report.rejected),
             "forced": force,
-        })
+        }
+        if report.generation is not None:  # zero-downtime: built beside the serving one, then swapped
+            metadata.update({
+                "alias": MetadataValue.text(index),
+                "generation": MetadataValue.text(report.generation),
+                "physical_index": MetadataValue.text(report.physical or report.generation),
+                "previous_generation": MetadataValue.text(report.previous or "none"),
+                "swapped_at": MetadataValue.text(report.swapped_at or ""),
+                "serving_while_building": MetadataValue.text(
+                    "frozen: the definition changed, so the replaced generation was not written meanwhile"
+                    if report.frozen else "kept current by live capture (written to both generations)"),
+            })
+        return MaterializeResult(metadata=metadata)
 
     def status(self, index: str) -> IndexStatus:
         """Documents in the index (refreshed first), rows in its root table, seeded, definition current."""

@@ -137,6 +137,7 @@ def _status(config: FlussoConfig, as_json: bool) -> int:
                 "documents": s.documents,
                 "rows": s.rows,
                 "definition_current": s.definition_current,
+                **(s.generations.summary() if s.generations is not None else {}),
             }
             for s in indexes
         },
@@ -172,12 +173,26 @@ def _status(config: FlussoConfig, as_json: bool) -> int:
     for reason in health.reasons:
         console.print(f"[{style[reason.level]}]{reason.level}[/]: {escape(reason.message)}. Fix: {escape(reason.fix)}")
     console.print(f"health: [{style[health.level]}]{health.level}[/]")
-    table = Table("index", "seeded", "documents", "root rows", "definition")
+    table = Table("index", "seeded", "documents", "root rows", "definition", "serving", "building")
     for s in indexes:
         table.add_row(s.index, "yes" if s.seeded else "no", str(s.documents), str(s.rows),
-                      "current" if s.definition_current else "changed: reseed")
+                      "current" if s.definition_current else "changed: reseed", *_generations(s.generations))
     console.print(table)
     return code
+
+
+def _generations(state) -> tuple[str, str]:  # noqa: ANN001 - generations.IndexState or None
+    """The serving generation, and the rebuild's progress, as `status` shows them."""
+    if state is None:
+        return "-", "-"
+    b = state.building
+    if b is None:
+        return state.serving or "none", "-"
+    done = f"{b.documents}/{b.rows}" if b.rows else str(b.documents)
+    pct = f" {100 * b.documents / b.rows:.0f}%" if b.rows else ""
+    note = "" if b.alive() else " (abandoned: the next start deletes it)"
+    frozen = " (serving frozen: definition changed)" if b.frozen else ""
+    return state.serving or "none", f"{b.name}: {done}{pct}{frozen}{note}"
 
 
 def _dead_letters(config: FlussoConfig, only: Sequence[str] | None, replay: bool) -> int:

@@ -112,6 +112,17 @@ class IndexState:
                    previous=doc.get("previous"), building=building,
                    next_generation=int(doc.get("next_generation") or 1), swapped_at=doc.get("swapped_at"))
 
+    def summary(self) -> dict:
+        """What `flusso status` and Dagster show of it."""
+        b = self.building
+        building = None if b is None else {
+            "generation": b.name, "documents": b.documents, "rows": b.rows, "reason": b.reason,
+            "started": b.started, "alive": b.alive(), "live_writes_it": b.dual_from is not None,
+            "serving_frozen": b.frozen, "owner": b.who(),
+        }
+        return {"alias": self.alias, "serving": self.serving, "building": building, "previous": self.previous,
+                "swapped_at": self.swapped_at}
+
     def names(self) -> set[str]:
         """The physical indexes this state accounts for."""
         found = {self.serving, self.previous, self.building.name if self.building else None}

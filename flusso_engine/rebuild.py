@@ -207,7 +207,7 @@ class Rebuild:
             self._documents = done
 
         report = fill(engine, index, name, builder=self.builder, sink=self.sink, stop=self._halt,
-                      failpoint="rebuild_backfill_flush", on_progress=progress)
+                      failpoint="rebuild_backfill_flush,backfill_flush", on_progress=progress)
         if self._lost is not None:
             raise RebuildSuperseded(f"the rebuild of {index} into {name} stopped: {self._lost}")
         if report.skipped:

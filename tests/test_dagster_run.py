@@ -135,8 +135,13 @@ def test_materialize_writes_every_document_then_says_seeded_then_force_rewrites(
 
         forced = _materialize(project, index, instance, force=True, checks=False)
         assert forced.success
-        assert _metadata(forced)["documents_written"] == BOOKS
+        metadata = _metadata(forced)
+        assert metadata["documents_written"] == BOOKS
         assert _count(opensearch, index) == BOOKS
+        # a forced reseed builds the next generation beside the serving one, then swaps the alias
+        assert (metadata["alias"], metadata["physical_index"]) == (index, f"{index}__g2")
+        assert metadata["previous_generation"] == f"{index}__g1"
+        assert opensearch.indices.get_alias(name=index) == {f"{index}__g2": {"aliases": {index: {}}}}
 
 
 def test_checks_pass_after_a_backfill_and_fail_after_a_root_row_is_inserted(project, bookstore_db):
@@ -146,7 +151,7 @@ def test_checks_pass_after_a_backfill_and_fail_after_a_root_row_is_inserted(proj
         assert result.success
         assert _checks(result) == {
             "documents_match_rows": (True, f"{BOOKS} documents, {BOOKS} rows in the root table"),
-            "definition_current": (True, "the index's definition hash equals the config's"),
+            "definition_current": (True, f"{index} serves {index}__g1, built from the config's definition"),
         }
         with psycopg.connect(bookstore_db) as conn:
             conn.execute("INSERT INTO book (isbn, title) VALUES ('9780000000001', 'Unseen')")

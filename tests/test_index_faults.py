@@ -45,8 +45,9 @@ def test_a_write_blocked_index_stops_the_run_unacked_then_converges(
         sql(bookstore_db, "UPDATE book SET title = 'while blocked' WHERE id = 3")
         assert run.wait(60) == 2
         out = run.output()
-        assert f"index {index} is blocked for writes by index.blocks.write" in out
-        assert f'PUT /{index}/_settings {{"index.blocks.write": null}}' in out
+        # the name is an alias: the message names it, and the generation behind it that is blocked
+        assert f"index {index} (its generation {index}__g1) is blocked for writes by index.blocks.write" in out
+        assert f'PUT /{index}__g1/_settings {{"index.blocks.write": null}}' in out
         assert "dead-lettered" not in out and "skipped" not in out
         assert not opensearch.indices.exists(index=f"{index}-deadletter")
         assert b"while blocked" in pending_in_slot(bookstore_db, config), "the change was not acknowledged"

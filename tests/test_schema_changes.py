@@ -68,7 +68,10 @@ def wait_seeded(config: Path, timeout: float = 60) -> None:
     client = OpenSearch(load_config(config).sink.hosts)
     index = next(iter(load_config(config).indexes))
     deadline = time.monotonic() + timeout
-    while "seeded" not in client.indices.get_mapping(index=index)[index]["mappings"]["_meta"]["flusso"]:
+    def meta() -> dict:  # the index is an alias: its serving generation's mapping
+        return next(iter(client.indices.get_mapping(index=index).values()))["mappings"]["_meta"]["flusso"]
+
+    while "seeded" not in meta():
         assert time.monotonic() < deadline, f"{index} not seeded after {timeout}s"
         time.sleep(0.2)
 

@@ -190,7 +190,7 @@ def test_an_unchanged_slot_is_not_reseeded_on_restart(bookstore, opensearch) -> 
     dsn, config = bookstore
     index = next(iter(load_config(config).indexes))
     seeded(config)
-    created = opensearch.indices.get_settings(index=index)[index]["settings"]["index"]["creation_date"]
+    created = next(iter(opensearch.indices.get_settings(index=index).values()))["settings"]["index"]["creation_date"]
     sql(dsn, "UPDATE book SET title = 'while stopped' WHERE id = 1")
     run = Flusso(config)
     try:
@@ -199,7 +199,7 @@ def test_an_unchanged_slot_is_not_reseeded_on_restart(bookstore, opensearch) -> 
         assert "rebuilt" not in run.output()
     finally:
         run.stop()
-    after = opensearch.indices.get_settings(index=index)[index]["settings"]["index"]["creation_date"]
+    after = next(iter(opensearch.indices.get_settings(index=index).values()))["settings"]["index"]["creation_date"]
     assert after == created, "the slot is the one followed: the index was not recreated"
 
 
@@ -261,7 +261,7 @@ def test_a_database_behind_the_index_is_detected_and_reseeded_from_empty(where: 
     elif where == "timeline":
         state["timeline"] += 1
     else:
-        meta = opensearch.indices.get_mapping(index=index)[index]["mappings"]["_meta"]
+        meta = next(iter(opensearch.indices.get_mapping(index=index).values()))["mappings"]["_meta"]
         meta["flusso"]["seeded"]["position"] = ahead
         opensearch.indices.put_mapping(index=index, body={"_meta": meta})
     if where != "marker":

@@ -32,7 +32,7 @@ class Flushes:
     buffer, every flush runs in line.
     """
 
-    def __init__(self, sink: Sink, limit: int, failpoint: str) -> None:
+    def __init__(self, sink: Sink, limit: int, failpoint: str) -> None:  # one name, or several comma-separated
         self.sink = sink
         self.failpoint = failpoint
         detach = getattr(sink, "detach", None)
@@ -63,7 +63,7 @@ class Flushes:
         if before is not None:
             before()
         report = flush()
-        failpoints.hit(self.failpoint)
+        failpoints.hit(*self.failpoint.split(","))
         return report
 
     def _settle_oldest(self) -> None:

@@ -28,6 +28,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from .. import alias_of
+
 # `blocked by: [FORBIDDEN/8/index write (api), TOO_MANY_REQUESTS/12/disk usage exceeded ..., index has ...];`
 _BLOCK = re.compile(r"([A-Z_]+)/(\d+)/(.*?)(?=, [A-Z_]+/\d+/|\];|\]$|$)")
 _NULL_SETTING = 'lift the block with PUT /{index}/_settings {{"{setting}": null}}'
@@ -74,38 +76,40 @@ def index_wide(index: str, status: Any, error: Any) -> IndexWide | None:
     """The cause and fix when a bulk item's (or a whole request's) error is about `index` as a
     whole; None when it is about the one document."""
     kind = error.get("type") if isinstance(error, dict) else None
+    alias = alias_of(index)
+    shown = index if alias == index else f"{alias} (its generation {index})"  # what the user searches
     reason = str(error.get("reason", "")) if isinstance(error, dict) else str(error or "")
     if kind == "cluster_block_exception":
         known = [(found, desc.strip()) for _, i, desc in _BLOCK.findall(reason)
                  if (found := _block_fix(index, int(i))) is not None]
         if known:  # every block at once: lifting one would only show the next on the next start
             causes = " and ".join(f"{setting} ({desc})" for (setting, _), desc in known)
-            return IndexWide(f"index {index} is blocked for writes by {causes}",
+            return IndexWide(f"index {shown} is blocked for writes by {causes}",
                              "; ".join(fix for (_, fix), _ in known))
         return IndexWide(
-            f"index {index} is blocked for writes ({_text(error)})",
+            f"index {shown} is blocked for writes ({_text(error)})",
             f"find the block with GET /{index}/_settings?flat_settings=true and GET /_cluster/settings "
             "(the *.blocks.* settings) and set it to null",
         )
     if kind == "index_closed_exception":
-        return IndexWide(f"index {index} is closed", f"open it with POST /{index}/_open")
+        return IndexWide(f"index {shown} is closed", f"open it with POST /{index}/_open")
     if kind == "index_not_found_exception":
         return IndexWide(
-            f"index {index} does not exist and OpenSearch does not create it on write "
+            f"index {shown} does not exist and OpenSearch does not create it on write "
             "(action.auto_create_index is off)",
             "start flusso again: it creates the index with its mapping and backfills it",
         )
     if status == 401:
-        return IndexWide(f"OpenSearch refused flusso's credentials writing to {index} ({_text(error)})",
+        return IndexWide(f"OpenSearch refused flusso's credentials writing to {shown} ({_text(error)})",
                          "check sink.username and sink.password")
     if status == 403 or kind == "security_exception":
         return IndexWide(
-            f"the user flusso connects as may not write to index {index} ({_text(error)})",
+            f"the user flusso connects as may not write to index {shown} ({_text(error)})",
             f"grant it the write permissions on {index} (indices:data/write/index, "
             "indices:data/write/delete, indices:data/write/bulk*)",
         )
     if kind == "illegal_argument_exception" and "no write index is defined" in reason:
         # an alias over several indexes, none of them the write index: no document can go in
-        return IndexWide(f"index {index} is an alias without a write index ({reason})",
+        return IndexWide(f"index {shown} is an alias without a write index ({reason})",
                          "mark one of its indexes with is_write_index: true (POST /_aliases)")
     return None

@@ -210,13 +210,16 @@ class Writers:
         ops, weights = [o for o, _, _ in OPS], [w for _, w, _ in OPS]
         table_of = {o: t for o, _, t in OPS}
         conn: psycopg.Connection | None = None
+        # each thread first runs its share of every operation once, so that every table is written early
+        first = ops[int(threading.current_thread().name.rsplit("-", 1)[1])::threads]
+        rng.shuffle(first)
         next_at = time.monotonic() + rng.random() * interval
         while not self._stop.is_set():
             self._stop.wait(max(0.0, next_at - time.monotonic()))
             next_at = max(next_at + interval, time.monotonic() - interval)  # steady, without bursts after a stall
             if self._stop.is_set():
                 break
-            op = rng.choices(ops, weights)[0]
+            op = first.pop() if first else rng.choices(ops, weights)[0]
             try:
                 if conn is None or conn.closed:
                     conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)

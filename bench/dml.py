@@ -137,7 +137,7 @@ class DmlWriter:
                 kind = next(k for k, c in zip(self.kinds, self.cum, strict=True) if u < c)
                 try:
                     with conn.transaction():
-                        self._change(conn, kind, seq, rng)
+                        made = self._change(conn, kind, seq, rng)
                 except psycopg.Error as err:  # a row another writer removed meanwhile: counted, not fatal
                     with self.lock:
                         self.errors.append(f"{kind}: {str(err).strip()[:200]}")
@@ -146,8 +146,12 @@ class DmlWriter:
                     continue
                 with self.lock:
                     self.done[kind] += 1
+                with self.rows.lock:  # others pick them only once they are committed
+                    for pool, key in made:
+                        pool.append(key)
 
-    def _change(self, conn: psycopg.Connection, kind: str, seq: int, rng: random.Random) -> None:
+    def _change(self, conn: psycopg.Connection, kind: str, seq: int, rng: random.Random) -> list[tuple[list, int]]:
+        """One commit's statements; the rows it created, for the pools they go in once committed."""
         rows = self.rows
         assert rows is not None
         x = lambda query, *params: conn.execute(query, params, prepare=True)  # noqa: E731
@@ -163,9 +167,8 @@ class DmlWriter:
             review = x("INSERT INTO review (book_id, reader_id, rating, body) VALUES (%s, %s, %s, %s) RETURNING id",
                        book, rng.randint(1, rows.readers), rng.randint(1, 5), f"first review {seq}").fetchone()[0]
             with rows.lock:
-                rows.new_books.append(book)
-                rows.new_reviews.append(review)
                 rows.touched.add(book)
+            return [(rows.new_books, book), (rows.new_reviews, review)]
         elif kind == "book.delete":
             book = rows.book(rng)
             rows.gone(book=book)
@@ -186,8 +189,7 @@ class DmlWriter:
             review = x("INSERT INTO review (book_id, reader_id, rating, body) VALUES (%s, %s, %s, %s) RETURNING id",
                        rows.book(rng), rng.randint(1, rows.readers), rng.randint(1, 5),
                        f"bench review {seq}").fetchone()[0]
-            with rows.lock:
-                rows.new_reviews.append(review)
+            return [(rows.new_reviews, review)]
         elif kind == "review.update":
             x("UPDATE review SET rating = %s, helpful = helpful + 1 WHERE id = %s", rng.randint(1, 5), rows.review(rng))
         elif kind == "review.delete":
@@ -214,7 +216,7 @@ class DmlWriter:
                 x("UPDATE tag SET name = %s WHERE id = %s", f"t{RUN_TAG}-{seq}", mine)
             else:
                 tag = x("INSERT INTO tag (name) VALUES (%s) RETURNING id", f"t{RUN_TAG}-{seq}").fetchone()[0]
-                with rows.lock:
-                    rows.new_tags.append(tag)
+                return [(rows.new_tags, tag)]
         else:
             raise AssertionError(kind)
+        return []

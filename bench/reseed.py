@@ -1,6 +1,6 @@
 """The `reseed` scenario (issue #12): a forced reseed of a live index, as its searchers see it.
 
-    python bench/reseed.py [--books 100000] [--rate 100] [--writers 4] [--poll-ms 50] [--tail 3]
+    python bench/reseed.py [--books 100000] [--rate 100] [--writers 4] [--poll-ms 50] [--tail-s 3]
                            [--raw-docs-per-s N] [--name reseed-100000] [--note TEXT]
                            [--database flusso_bench_reseed] [--prefix bench_reseed]
 
@@ -10,15 +10,15 @@ seeded by a first `flusso backfill`. Then `flusso run` follows it live in a chil
 threads commit random DML to every table (bench/dml.py: books and child rows inserted, updated,
 deleted, `--rate` commits/s in all), a poller searches and counts the index by its configured name
 every `--poll-ms` with the root table's `count(*)` beside it (bench/reseed_probe.py), and after
-`--warmup` seconds `flusso backfill --force --index NAME` runs as a child process, timed. Polling
-goes on `--tail` s after it exits; then the writers stop, live capture is given until the slot is
+`--warmup-s` seconds `flusso backfill --force --index NAME` runs as a child process, timed. Polling
+goes on `--tail-s` s after it exits; then the writers stop, live capture is given until the slot is
 acknowledged past a last commit (the fence), touched documents are compared with a fresh build,
 and live capture stops.
 
 It measures, never asserts. The reseed's documents are what its log reports (written or deleted:
 a book live capture rewrote meanwhile is a version conflict, not counted), `rows` the root rows
 it set out with. Reported: the reseed's wall seconds and documents/s against raw's;
-from the reseed's start to `--tail` s after its end, the longest gap between successful searches,
+from the reseed's start to `--tail-s` s after its end, the longest gap between successful searches,
 the failed polls (404 or other), the lowest count and the root rows at that moment, the largest
 shortfall `root rows - count` (and the same figures before the reseed: what live lag alone gives);
 the writers' commits, live capture's warnings, whether the index converged. Writes

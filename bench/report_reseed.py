@@ -20,7 +20,9 @@ reseed's start to 3 s after it exits: the longest gap between successful searche
 the 1 s refresh alone give). raw is bench/raw.py on the same rows, built like a generation
 (`refresh_interval: -1`, `number_of_replicas: 0`, then the configured settings and a refresh).
 Converged: after the writers stop and the slot is acknowledged past a last commit, the count equals
-the root rows and a sample of the touched documents equals a fresh build."""
+the root rows and a sample of the touched documents equals a fresh build. One run each, on the
+shared 2-core machine: three 100k runs of the same reseed (before issue #12) gave 27-41 s wall and
+longest gaps of 301-753 ms, so compare orders of magnitude (a gap of ~50 ms is the poll interval)."""
 
 
 def _n(v: Any, digits: int = 0) -> str:

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install services services-down services-status test lint layout bench bench-full clean demo screenshot
+.PHONY: install services services-down services-status test lint layout bench bench-full bench-reseed clean demo screenshot
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,13 @@ SCALES ?= 10000,100000
 bench-full:
 	$(MAKE) bench BENCH_ARGS="--books 100000 --scales $(SCALES) --seconds 60 --pgsync-timeout 300 \
 		--backlog 1000000 --backlog-timeout 2400 --name run-100000"
+
+# The reseed scenario (issue #12): a forced reseed of 100k books beside live capture and ~100 commits/s of
+# writes, as searchers see it (the longest gap between successful searches, the lowest count); ~6 minutes.
+RESEED_ARGS ?= --books 100000
+bench-reseed: $(STAMP) services
+	$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/pip install -q --disable-pip-version-check -e '.[dev,bench]'
+	$(BIN)/python bench/run.py --scenario reseed $(RESEED_ARGS)
 
 clean:
 	rm -rf $(VENV) services/opensearch/target

@@ -5,8 +5,14 @@
 Precomputes every book's final document into memory with flusso's own SQL builder (raw JSON text,
 exactly what flusso writes), then for each (chunk size, thread count) recreates the index with
 flusso's mapping and bulk-loads it with opensearch-py's `parallel_bulk` (threads > 1) or
-`streaming_bulk` (1 thread); wall time from the first request until a refreshed count shows every
+`streaming_bulk` (1 thread); wall time from the index's creation until a refreshed count shows every
 document. The best combination is the `raw` figure. Importable: `run_raw(dsn, opensearch, index, ...)`.
+
+The index is built the way a reseed builds a generation (issue #12): created with
+`refresh_interval: -1` and `number_of_replicas: 0` (`BUILD_SETTINGS`), bulk-loaded, then given
+back the settings the index configures (a setting it leaves out goes back to OpenSearch's default)
+and refreshed before the count. Both sides of the reseed/raw ratio pay for the same final refresh
+and neither refreshes while loading, so the ratio measures flusso, not a settings difference.
 """
 
 from __future__ import annotations
@@ -45,13 +51,37 @@ def precompute(config_path: Path, index: str, batch: int = 1000) -> tuple[dict[s
     return docs, body, time.perf_counter() - started
 
 
+BUILD_SETTINGS = {"refresh_interval": "-1", "number_of_replicas": 0}
+
+
+def _configured(settings: dict, name: str) -> Any:
+    """A setting however the index's `settings` write it (`name`, `index.name`, `{index: {name}}`);
+    None when they leave it out."""
+    nested = settings.get("index") if isinstance(settings.get("index"), dict) else {}
+    return next((v for v in (settings.get(name), settings.get(f"index.{name}"), nested.get(name)) if v is not None),
+                None)
+
+
+def build_body(body: dict) -> tuple[dict, dict]:
+    """The create body with `BUILD_SETTINGS` in place of what `body` configures for them, and the
+    settings that restore the configured values afterwards (None: back to OpenSearch's default)."""
+    settings = {k: v for k, v in body.get("settings", {}).items()
+                if k not in BUILD_SETTINGS and k.removeprefix("index.") not in BUILD_SETTINGS}
+    nested = settings.get("index")
+    if isinstance(nested, dict):
+        settings["index"] = {k: v for k, v in nested.items() if k not in BUILD_SETTINGS}
+    restore = {f"index.{k}": _configured(body.get("settings", {}), k) for k in BUILD_SETTINGS}
+    return {**body, "settings": {**settings, **{f"index.{k}": v for k, v in BUILD_SETTINGS.items()}}}, restore
+
+
 def load_once(client: OpenSearch, index: str, body: dict, docs: dict[str, str], chunk: int,
               threads: int) -> dict[str, Any]:
     client.indices.delete(index=index, ignore=404)
-    client.indices.create(index=index, body=body)
+    build, restore = build_body(body)
+    started = time.monotonic()
+    client.indices.create(index=index, body=build)
     actions = ({"_index": index, "_id": k, "_source": v} for k, v in docs.items())
     errors = 0
-    started = time.monotonic()
     if threads > 1:
         for ok, _ in helpers.parallel_bulk(client, actions, chunk_size=chunk, thread_count=threads,
                                            queue_size=threads, raise_on_error=False):
@@ -59,9 +89,10 @@ def load_once(client: OpenSearch, index: str, body: dict, docs: dict[str, str], 
     else:
         for ok, _ in helpers.streaming_bulk(client, actions, chunk_size=chunk, raise_on_error=False):
             errors += not ok
+    client.indices.put_settings(index=index, body=restore)
     count = harness.searchable_count(client, index, len(docs), started + 600, every=0.05)
     wall = time.monotonic() - started
-    return {"chunk_size": chunk, "threads": threads, "documents": count,
+    return {"chunk_size": chunk, "threads": threads, "documents": count, "build_settings": BUILD_SETTINGS,
             "errors": errors, "wall_s": round(wall, 2), "docs_per_s": round(len(docs) / wall, 1)}
 
 

@@ -3,6 +3,7 @@
     python bench/run.py [--books 10000] [--seconds 20] [--rates 500,2000,max] [--scales 10000,100000]
                         [--name quick] [--skip-live] [--skip-pgsync] [--pgsync-timeout 120]
                         [--pgsync-mode wal] [--pgsync-drain-timeout 30]
+    python bench/run.py --scenario reseed [--books 100000] [--reseed-rate 100] [--note TEXT]
 
 Scenarios (issue 6), each over the bookstore generated with the same seed at `--books`:
 
@@ -19,6 +20,11 @@ Scenarios (issue 6), each over the bookstore generated with the same seed at `--
    seeded with every document; a rate it has not drained `--pgsync-drain-timeout` s after the writes
    is reported as not kept up, at the rate it processed until then.
 3. Scaling: flusso's backfill at each of `--scales` (default: `--books` only).
+
+`--scenario reseed` runs only the reseed scenario (issue #12, bench/reseed.py: a forced reseed
+beside live capture and live writes, as searchers see it) in its own database
+(`--reseed-database`), writing bench/results/reseed-<books>.json (`--name`); `make bench-reseed`.
+It is not part of the default run (`--scenario all`).
 
 Writes bench/results/<name>.json (commit, machine, every parameter, the figures), then regenerates
 bench/RESULTS.md from every bench/results/run-*.json and the plots bench/results/*.png.
@@ -44,6 +50,7 @@ import e2e  # noqa: E402
 import harness  # noqa: E402
 import pgsync_bench  # noqa: E402
 import raw  # noqa: E402
+import reseed  # noqa: E402
 import workload  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -155,8 +162,27 @@ def backlog(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         harness.drop_flusso(config, client, index)
 
 
+def reseed_only(args: argparse.Namespace) -> int:
+    """`--scenario reseed`: bench/reseed.py with this run's data, services, raw trials and quiet."""
+    params = reseed.Params(books=args.books, rate=args.reseed_rate, database=args.reseed_database,
+                           dsn=args.dsn, opensearch=args.opensearch, raw_chunks=args.raw_chunks,
+                           raw_threads=args.raw_threads, quiet=args.quiet, quiet_timeout=args.quiet_timeout,
+                           seed=args.seed)
+    result = reseed.run(params, args.name or f"reseed-{args.books}", args.note)
+    print(reseed.table(result))
+    import report as report_md
+
+    report_md.write_all()
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", choices=("all", "reseed"), default="all",
+                        help="all: the table below; reseed: only the reseed scenario (issue #12)")
+    parser.add_argument("--reseed-database", default="flusso_bench_reseed")
+    parser.add_argument("--reseed-rate", type=float, default=100.0, help="live commits/s during the reseed")
+    parser.add_argument("--note", default=None, help="reseed: a line for its row in RESULTS.md")
     parser.add_argument("--books", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds of writes per live rate")
     parser.add_argument("--rates", default="500,2000,max")
@@ -182,6 +208,8 @@ def main() -> int:
     parser.add_argument("--quiet-timeout", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
+    if args.scenario == "reseed":
+        return reseed_only(args)
     args.name = args.name or f"run-{args.books}"
     scales = [int(s) for s in args.scales.split(",")] if args.scales else [args.books]
     started = time.monotonic()

@@ -77,6 +77,7 @@ class Engine(Reseeds):
         # rebuilds running beside live capture: index -> (thread, its cancel event)
         self._rebuilding: dict[str, tuple[threading.Thread, threading.Event]] = {}
         self.rebuild_errors: list[BaseException] = []
+        self._emptied: dict[str, Position] = {}  # index -> the truncate that emptied it last
 
     def open(self, *, check: bool = True) -> Engine:
         """Connect, validate the config against the database (unless `check` is False: for a quick

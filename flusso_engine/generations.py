@@ -204,8 +204,10 @@ class Generations:
         for name, info in meta.items():
             if name in state.names() or name in abandoned:
                 continue
-            if now_ms - info.get("created_ms", 0) >= STRAY_AGE_S * 1000:
-                log.info("index %s: deleting generation %s, which no state accounts for", alias, name)
+            # no generation number: auto-created by a write in flight to a generation just deleted;
+            # else one nobody registered (a rebuild killed before it did), once it cannot be about to
+            if "generation" not in info or now_ms - info.get("created_ms", 0) >= STRAY_AGE_S * 1000:
+                log.info("index %s: deleting %s, a generation no state accounts for", alias, name)
                 self.sink.delete_index(name)
         return state
 

@@ -129,6 +129,7 @@ class Rebuild:
         self._halt = threading.Event()  # set when the run stops or the lock is lost
         self._lost: str | None = None
         self._documents = 0
+        self._frozen = False
         self.name: str | None = None
 
     def run(self) -> BackfillReport:
@@ -149,7 +150,7 @@ class Rebuild:
         generation = reserved[0]
         name = self.name = physical(index, generation)
         self.sink.create_generation(name, mapping, generation)
-        frozen = state.serving is not None and state.serving_hash != definition
+        frozen = self._frozen = state.serving is not None and state.serving_hash != definition
         rows = self.engine.count_rows(self.engine.plan.index(index).root)
         building = Building(name=name, generation=generation, definition_hash=definition, owner=self.owner,
                             reason=self.reason, frozen=frozen, rows=rows)
@@ -217,9 +218,10 @@ class Rebuild:
         self.sink.mark_seeded(name, engine.marker(index, position, tables))
         failpoints.hit("rebuild_before_swap")
         state = promote(self.gens, self.sink, index, name, definition, self.lifecycle.keep_previous, self.owner)
+        self.gens.reconcile(index)  # a generation dropped earlier that a write in flight brought back
         report.generation, report.physical = name, name
         report.previous, report.swapped_at = state.previous, state.swapped_at
-        report.frozen = False
+        report.frozen = self._frozen
         return report
 
     def _handshake(self, name: str) -> bool:

@@ -81,14 +81,16 @@ class Reseeds:
         thread.start()
         return thread
 
-    def _on_truncate(self: Engine, table: str) -> None:
+    def _on_truncate(self: Engine, table: str, position: Position) -> None:
         """A truncated root table swaps its index to an empty generation at once; any other table on
-        an index's tree starts a rebuild of it beside live capture."""
+        an index's tree starts a rebuild of it beside live capture, unless its root table was truncated
+        by the same statement (`TRUNCATE book CASCADE`: the empty generation is right already)."""
         for index in self.config.indexes:
             if self.plan.index(index).root == table:
                 log.info("%s was truncated: index %s moves to an empty generation", table, index)
                 self._empty_generation(index)
-            elif table in self.index_tables(index):
+                self._emptied[index] = position
+            elif table in self.index_tables(index) and self._emptied.get(index) != position:
                 self._reseed_beside_live(index, f"{table} was truncated")
 
     def _on_resync(self: Engine, table: str, position: Position) -> None:

@@ -22,6 +22,8 @@ from .generations import Building, Generations
 
 log = logging.getLogger("flusso.routing")
 
+SWEEP_AFTER_S = 5.0  # after a generation leaves the write set, the flushes that still named it are done
+
 
 class DefinitionConflict(SinkError):
     """A generation is being built with a definition this process cannot build."""
@@ -38,6 +40,7 @@ class Routing:
         self._targets: dict[str, tuple[str, ...]] = {}
         self._frozen: dict[str, str] = {}  # index -> the serving generation left alone (logged once)
         self._read_at = 0.0
+        self._dropped: dict[str, float] = {}  # index -> when a generation left its write set
 
     def targets(self, index: str) -> tuple[str, ...]:
         return self._targets.get(index, ())
@@ -49,12 +52,18 @@ class Routing:
 
     def refresh(self) -> None:
         """Read every index's state; raises `DefinitionConflict` when a rebuild writes another definition."""
-        self._read_at = time.monotonic()
+        self._read_at = now = time.monotonic()
         states = self.generations.load_many(list(self.hashes))
         grew = False
         for index, state in states.items():
-            if state is None:  # no state yet (a deleted state index): the sink's aliases say it
+            dropped = self._dropped.get(index)
+            if state is None or (state.building is not None and not state.building.alive()) or (
+                dropped is not None and now - dropped >= SWEEP_AFTER_S
+            ):
+                # no state yet (a deleted state index), a dead rebuild, or a generation this process
+                # wrote until a moment ago (a write in flight may have brought it back): tidy up
                 state = self.generations.reconcile(index)
+                self._dropped.pop(index, None)
             mine = self.hashes[index]
             names: list[str] = []
             if state.serving is not None:
@@ -79,9 +88,11 @@ class Routing:
                 names.append(building.name)
                 if building.dual_from is None:
                     self._handshake(index, building)
-            new = tuple(names)
-            if not set(new) <= set(self._targets.get(index, ())):
+            new, old = tuple(names), self._targets.get(index, ())
+            if not set(new) <= set(old):
                 grew = True
+            if not set(old) <= set(new):
+                self._dropped[index] = now
             self._targets[index] = new
         if grew:
             self.epoch += 1

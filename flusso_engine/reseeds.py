@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from . import registry
 from .backfill import fill
 from .changes import Position
-from .generations import Generations, physical
+from .generations import Building, Generations, physical
 from .observer import BackfillReport
 from .rebuild import Rebuild, RebuildSuperseded, promote, supersede
 from .sinks import GenerationSink
@@ -146,3 +147,51 @@ class Reseeds:
                 self.config.index_lifecycle.keep_previous)
         if self.routing is not None:
             self.routing.refresh()
+
+    def unseeded(self: Engine, created: bool, only: Collection[str] | None = None) -> list[str]:
+        names = self.index_names(only)
+        if created or self.slot_incarnation is None:
+            return names
+        return [n for n in names if (not self.sink.is_seeded(n, self.marker(n)) or self._concrete(n))
+                and self.rebuilding(n) is None]
+
+    def rebuilding(self: Engine, index: str) -> Building | None:
+        """The rebuild of `index` in progress (in any process), if one is alive: it swaps when done,
+        so the index needs no other backfill meanwhile."""
+        if self.generations is None:
+            return None
+        building = self.generations.load(index)[0].building
+        return building if building is not None and building.alive() else None
+
+    def _concrete(self: Engine, index: str) -> bool:
+        """A concrete index under the alias's name (an install from before generations): it is
+        migrated by rebuilding it into a generation, which then replaces it in one swap."""
+        return isinstance(self.sink, GenerationSink) and self.sink.alias_target(index) == index
+
+    def backfill_unseeded(self: Engine, created: bool, only: Collection[str] | None = None,
+                          force: bool = False) -> list[BackfillReport]:
+        names = self.index_names(only) if force else self.unseeded(created, only)
+        reports = []
+        for index in self.index_names(only):
+            if self.stop.is_set():
+                break
+            if index in names:
+                reports.append(self.backfill(index, self._why_reseed(index, force)))
+            else:
+                running = self.rebuilding(index)
+                reason = ("the index is seeded (force a reseed to rewrite it)" if running is None else
+                          f"it is being rebuilt into {running.name} by {running.who()}, which swaps it in when done")
+                report = BackfillReport(index=index, skipped=True, reason=reason)
+                self.observer.backfill_finished(report)
+                reports.append(report)
+        return reports
+
+    def _why_reseed(self: Engine, index: str, force: bool) -> str:
+        if force:
+            return "forced"
+        if self._concrete(index):
+            return "migrating a concrete index to generations"
+        if self.sink.definition_hash(index) not in (None, self.builder.definition_hash(index)):
+            return "its definition changed"
+        return "unseeded"
+

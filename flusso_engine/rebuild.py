@@ -38,6 +38,24 @@ if TYPE_CHECKING:
 log = logging.getLogger("flusso.rebuild")
 
 
+RETIRE_AFTER_S = 5.0  # `keep_previous: false`: the replaced generation goes once searches on it are done
+
+
+def delete_later(sink: GenerationSink, names: list[str]) -> None:
+    """Delete `names` `RETIRE_AFTER_S` from now, on a timer (a long-lived process: live capture)."""
+    for name in names:
+        timer = threading.Timer(RETIRE_AFTER_S, _delete_quietly, (sink, name))
+        timer.daemon = True  # a process stopping first leaves it unaccounted for: the next start deletes it
+        timer.start()
+
+
+def _delete_quietly(sink: GenerationSink, name: str) -> None:
+    try:
+        sink.delete_index(name)
+    except SinkError as err:  # it is no generation anyone accounts for: the next start deletes it
+        log.warning("could not delete the replaced generation %s: %s", name, err)
+
+
 class RebuildError(SinkError):
     """A rebuild could not start or finish; the serving generation is untouched."""
 
@@ -51,9 +69,11 @@ class RebuildSuperseded(RebuildError):
 
 
 def promote(gens: Generations, sink: GenerationSink, alias: str, name: str, definition_hash: str,
-            keep_previous: bool, owner: str | None = None) -> IndexState:
+            keep_previous: bool, owner: str | None = None, later: list[str] | None = None) -> IndexState:
     """Move the alias to `name` (from wherever it is: retried if someone moves it meanwhile, unless
-    `owner`'s rebuild lost its lock), record the swap, and retire the old generations."""
+    `owner`'s rebuild lost its lock), record the swap, and retire the old generations. The one just
+    replaced, when it is not kept, is added to `later`: the caller deletes it `RETIRE_AFTER_S` on."""
+    later = later if later is not None else []
     for _ in range(10):
         state, _ = gens.load(alias)
         if owner is not None and (state.building is None or state.building.owner != owner):
@@ -87,7 +107,10 @@ def promote(gens: Generations, sink: GenerationSink, alias: str, name: str, defi
     if state.previous is not None:
         sink.set_generation_state(state.previous, "previous")
     for n in retired:
-        sink.delete_index(n)
+        if n == old:  # searches may still run on it: delete it once they are done
+            later.append(n)
+        else:
+            sink.delete_index(n)
     log.info("index %s now serves %s%s", alias, name, f" (previous: {state.previous})" if state.previous else "")
     return state
 
@@ -217,7 +240,12 @@ class Rebuild:
         self.sink.finish_generation(name, mapping)
         self.sink.mark_seeded(name, engine.marker(index, position, tables))
         failpoints.hit("rebuild_before_swap")
-        state = promote(self.gens, self.sink, index, name, definition, self.lifecycle.keep_previous, self.owner)
+        later: list[str] = []
+        state = promote(self.gens, self.sink, index, name, definition, self.lifecycle.keep_previous, self.owner,
+                        later)
+        if later and not self.stop.wait(RETIRE_AFTER_S):
+            for n in later:
+                _delete_quietly(self.sink, n)
         self.gens.reconcile(index)  # a generation dropped earlier that a write in flight brought back
         report.generation, report.physical = name, name
         report.previous, report.swapped_at = state.previous, state.swapped_at

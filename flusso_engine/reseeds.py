@@ -17,7 +17,7 @@ from .backfill import fill
 from .changes import Position
 from .generations import Building, Generations, physical
 from .observer import BackfillReport
-from .rebuild import Rebuild, RebuildSuperseded, promote, supersede
+from .rebuild import Rebuild, RebuildSuperseded, delete_later, promote, supersede
 from .sinks import GenerationSink
 
 if TYPE_CHECKING:
@@ -143,8 +143,10 @@ class Reseeds:
         self.sink.create_generation(name, mapping, claimed[0])
         self.sink.finish_generation(name, mapping)
         self.sink.mark_seeded(name, self.marker(index, position, tables))
+        later: list[str] = []
         promote(gens, self.sink, index, name, self.builder.definition_hash(index),
-                self.config.index_lifecycle.keep_previous)
+                self.config.index_lifecycle.keep_previous, later=later)
+        delete_later(self.sink, later)
         if self.routing is not None:
             self.routing.refresh()
 

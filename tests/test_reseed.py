@@ -411,3 +411,20 @@ def test_a_generation_builds_without_refreshes_or_replicas_and_serves_with_the_c
     assert "index.refresh_interval" not in flat, "the configured (default) refresh interval is back"
     assert flat["index.number_of_replicas"] == "0", "the bookstore's configured number_of_replicas: 0"
     assert not opensearch.indices.exists(index=building[0]), "the abandoned generation is deleted"
+
+
+def test_without_keep_previous_the_replaced_generation_is_deleted_after_the_swap(store: Store, opensearch) -> None:
+    raw = yaml.safe_load(store.config.read_text())
+    raw["index_lifecycle"] = {"keep_previous": False}
+    store.config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    store.start(converge=True)
+    first = next(iter(opensearch.indices.get_alias(name=store.alias)))
+    with store.poller() as poller:
+        done = force(store)
+        time.sleep(SETTLE_S)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert_zero_downtime(poller.report())
+    assert not opensearch.indices.exists(index=first), "the replaced generation is gone"
+    states = {g.index: g.state for g in generations(opensearch, store.alias)}
+    assert list(states.values()) == ["serving"], states
+    wait_converged(opensearch, store.config)

@@ -17,12 +17,15 @@ from psycopg.rows import dict_row
 from flusso_engine.catalog import Catalog, read_catalog
 from flusso_engine.changes import Change, doc_id, int_to_lsn, lsn_to_int
 from flusso_engine.config import FlussoConfig, RelationConfig, load_config, parse_config, split_table
+from flusso_engine.documents.mapping import FINGERPRINT
 from flusso_engine.documents.sql import SqlDocumentBuilder
 from flusso_engine.error import SourceError
 
 BOOKSTORE = Path(__file__).resolve().parents[1] / "examples" / "bookstore"
 sys.path.insert(0, str(BOOKSTORE))
 from generate import generate  # noqa: E402
+
+from .e2e import unfingerprinted  # noqa: E402
 
 
 @pytest.fixture
@@ -113,7 +116,7 @@ def test_documents_match_an_independent_assembly(bookstore, builder):
     dsn, config, _ = bookstore
     expected = expected_books(dsn, config)
     built = builder.build("books", list(expected))
-    assert built.docs == expected
+    assert unfingerprinted(built.docs) == expected
     shapes = {(bool(d["reviews"]), d["publisher"] is None, d["detail"] is None) for d in expected.values()}
     assert len(shapes) >= 4, "the data should hold books with and without each kind of child"
 
@@ -234,7 +237,7 @@ def test_composite_keys_escape_pipes_and_backslashes(fresh_db):
     first, second = doc_id(["a|b", "c\\d"]), doc_id(["a", "b|c\\d"])
     assert first == "a\\|b|c\\\\d" and first != second
     with SqlDocumentBuilder(config, catalog, fresh_db) as builder:
-        docs = builder.build("shelves", [first, second, "plain|1", "plain|2", "no-such-shape"]).docs
+        docs = unfingerprinted(builder.build("shelves", [first, second, "plain|1", "plain|2", "no-such-shape"]).docs)
     assert docs == {
         first: {"label": "odd", "items": [{"name": "one"}, {"name": "two"}]},
         second: {"label": "odder", "items": []},
@@ -268,4 +271,25 @@ def test_more_fields_than_one_json_call_takes(fresh_db):
         )
         catalog = read_catalog(conn, config.tables())
     with SqlDocumentBuilder(config, catalog, fresh_db) as builder:
-        assert builder.build("wide", ["1"]).docs == {"1": {c: i for i, c in enumerate(columns)}}
+        assert unfingerprinted(builder.build("wide", ["1"]).docs) == {"1": {c: i for i, c in enumerate(columns)}}
+
+
+def test_every_document_carries_the_fingerprint_a_fingerprint_query_computes(bookstore, builder):
+    dsn, config, catalog = bookstore
+    ids = [str(i) for i in range(1, 41)] + ["424242"]
+    built = builder.build("books", ids)
+    found, position = builder.fingerprints("books", ids)
+    assert position >= built.position
+    assert found == {i: d[FINGERPRINT] for i, d in built.docs.items() if d is not None}
+    assert "424242" not in found and all(len(h) == 32 for h in found.values())
+    with psycopg.connect(dsn, autocommit=True) as conn:  # a change two levels down changes one book's
+        book = conn.execute("UPDATE review SET body = body || '!' WHERE id = (SELECT min(id) FROM review) "
+                            "RETURNING book_id::text").fetchone()[0]
+    again, _ = builder.fingerprints("books", ids)
+    assert {i for i in found if again[i] != found[i]} == {book}
+    with SqlDocumentBuilder(config, catalog, dsn, raw_json=True) as raw:
+        text = raw.build("books", [book]).docs[book]
+    assert isinstance(text, str) and json.loads(text)[FINGERPRINT] == again[book]
+    assert builder.key_page("books", None, 2) == ["1", "2"]
+    assert builder.key_page("books", "2", 2) == ["3", "4"]
+    assert len(set(builder.sample_ids("books", 5))) == 5

@@ -11,7 +11,7 @@ import pytest
 
 from flusso_engine.catalog import Catalog, read_catalog
 from flusso_engine.config import FlussoConfig, load_config, parse_config
-from flusso_engine.documents.mapping import FALLBACK, OPAQUE, TEXT, index_mapping
+from flusso_engine.documents.mapping import FALLBACK, FINGERPRINT, FINGERPRINT_MAPPING, OPAQUE, TEXT, index_mapping
 from flusso_engine.documents.routes import needs_full_identity
 from flusso_engine.documents.sql import SqlDocumentBuilder
 
@@ -81,7 +81,7 @@ def bookstore(bookstore_db: str) -> tuple[FlussoConfig, Catalog]:
 def test_fields_get_types_derived_from_their_columns(everything):
     config = _config({"table": "everything", "key": ["id"], "fields": {f: f for f in EXPECTED}})
     mapping = index_mapping(config.indexes["things"], everything)
-    assert mapping["mappings"]["properties"] == EXPECTED
+    assert mapping["mappings"]["properties"] == {FINGERPRINT: FINGERPRINT_MAPPING, **EXPECTED}
     assert mapping["mappings"]["dynamic"] is False
 
 
@@ -94,7 +94,8 @@ def test_explicit_mapping_wins_over_the_derived_type(everything):
         "settings": {"number_of_shards": 1},
     }
     mapping = index_mapping(_config(index).indexes["things"], everything)
-    assert mapping["mappings"]["properties"] == {"note": {"type": "search_as_you_type"}, "code": TEXT}
+    assert mapping["mappings"]["properties"] == {FINGERPRINT: FINGERPRINT_MAPPING,
+                                                 "note": {"type": "search_as_you_type"}, "code": TEXT}
     assert mapping["settings"] == {"number_of_shards": 1}
 
 

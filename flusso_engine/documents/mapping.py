@@ -38,7 +38,14 @@ _BY_TYPE: dict[str, dict[str, Any]] = {
 # it holds time and timetz too, which a `date` field cannot parse.
 _BY_CATEGORY: dict[str, dict[str, Any]] = {"N": {"type": "double"}, "B": {"type": "boolean"}, "S": TEXT}
 
-_HASH_FORMAT = 1  # bump when flusso changes what a document holds for the same definition
+_HASH_FORMAT = 2  # bump when flusso changes what a document holds for the same definition (2: fingerprints)
+
+# Every document carries the md5 of its own JSON text (without this field) under this name, written
+# by the build statement: `flusso verify` reads it as a doc value and compares it with a fresh
+# build's, without shipping documents. Not indexed (nobody searches it), described in `_meta`.
+FINGERPRINT = "_flusso_hash"
+FINGERPRINT_MAPPING = {"type": "keyword", "index": False, "doc_values": True}
+FINGERPRINT_META = {"field": FINGERPRINT, "of": "md5 of the document's JSON text without this field"}
 
 
 def derived_type(column: Column) -> dict[str, Any]:
@@ -77,13 +84,14 @@ def definition_hash(index: IndexConfig, props: dict[str, Any]) -> str:
 
 
 def index_mapping(index: IndexConfig, catalog: Catalog, tree: Node | None = None) -> dict[str, Any]:
-    """The body to create the index with: settings, and mappings with `_meta.flusso.definition_hash`."""
+    """The body to create the index with: settings, and mappings with `_meta.flusso.definition_hash`
+    and the fingerprint field (`FINGERPRINT`), which `_meta.flusso.fingerprint` describes."""
     props = properties(tree or index_tree(index, catalog), catalog)
     return {
         "settings": dict(index.settings),
         "mappings": {
             "dynamic": False,
-            "_meta": index_meta(definition_hash(index, props)),
-            "properties": props,
+            "_meta": index_meta(definition_hash(index, props), fingerprint=FINGERPRINT_META),
+            "properties": {FINGERPRINT: dict(FINGERPRINT_MAPPING), **props},
         },
     }

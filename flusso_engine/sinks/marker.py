@@ -4,6 +4,7 @@ An index's `_meta.flusso` holds flusso's state of it:
 
 ```json
 {"definition_hash": "<the definition the index was created with>",
+ "fingerprint": {"field": "_flusso_hash", "of": "..."},
  "seeded": {"definition_hash": "...", "slot": "...", "system_identifier": "...", "position": 123,
             "tables": {...}, "slot_incarnation": "..."}}
 ```
@@ -86,9 +87,13 @@ class SeedMarker:
         )
 
 
-def index_meta(definition_hash: str) -> dict:
-    """The `_meta` an index is created with: its definition hash, and no seeded marker."""
-    return {KEY: {"definition_hash": definition_hash}}
+def index_meta(definition_hash: str, fingerprint: Mapping | None = None) -> dict:
+    """The `_meta` an index is created with: its definition hash, what its documents' fingerprint
+    field is (`documents/mapping.py`), and no seeded marker."""
+    flusso: dict[str, Any] = {"definition_hash": definition_hash}
+    if fingerprint is not None:
+        flusso["fingerprint"] = dict(fingerprint)
+    return {KEY: flusso}
 
 
 def _flusso(meta: Mapping | None) -> dict | None:

@@ -14,7 +14,7 @@ from psycopg import sql
 from psycopg.types.string import TextLoader
 
 from ...catalog import Catalog
-from ...changes import UNCHANGED, Change, DocId, Row, doc_id, lsn_to_int, split_doc_id
+from ...changes import UNCHANGED, Change, DocId, Position, Row, doc_id, lsn_to_int, split_doc_id
 from ...config import FlussoConfig, qualify
 from ...error import SourceError
 from ...keys import pin_session
@@ -22,7 +22,7 @@ from ...plan import Plan, make_plan
 from .. import Built
 from ..routes import Entry, Route
 from ..visibility import batch_xids, sees
-from .statements import build_statement, upward
+from .statements import build_statement, fingerprint_statement, key_page_statement, sample_statement, upward
 
 
 def _text(value: Any) -> str:
@@ -112,6 +112,8 @@ class SqlDocumentBuilder:
         self._conn: psycopg.Connection | None = None
         self.plan = plan or make_plan(config, catalog)
         self._statements = {name: build_statement(p.config, catalog, p.tree) for name, p in self.plan.indexes.items()}
+        self._catalog = catalog
+        self._fingerprints: dict[str, sql.Composed] = {}  # made on first use: only `verify` needs them
         self._routes: dict[str, list[Route]] = {}
         self._queries: dict[tuple, sql.Composed] = {}  # by entry key; none for the root key itself
         for p in self.plan.indexes.values():
@@ -155,6 +157,45 @@ class SqlDocumentBuilder:
             if found in docs:
                 docs[found] = doc
         return Built(docs, position, queries=2)
+
+    def fingerprints(self, index: str, ids: Collection[DocId]) -> tuple[dict[DocId, str], Position]:
+        """The fingerprint a fresh build of each of `ids` would carry (ids whose root row is gone are
+        absent), from one snapshot, and that snapshot's WAL position: `build` without the documents."""
+        config = self._config.indexes[index]
+        parts = [split_doc_id(i, len(config.key)) for i in ids]
+        columns = [list(c) for c in zip(*(p for p in parts if len(p) == len(config.key)), strict=True)]
+        if index not in self._fingerprints:
+            self._fingerprints[index] = fingerprint_statement(config, self._catalog, self.plan.index(index).tree)
+        with self._session("fingerprinting documents of " + index) as conn, conn.transaction():
+            lsn = conn.execute(_POSITION).fetchone()[0]
+            rows = conn.execute(self._fingerprints[index], columns, prepare=True).fetchall() if columns else []
+        self.statements += 2
+        return {doc_id(r[:-1]): r[-1] for r in rows if None not in r[:-1]}, lsn_to_int(lsn)
+
+    def key_page(self, index: str, after: DocId | None, limit: int) -> list[DocId]:
+        """The next `limit` root ids in key order after `after` (keyset pagination: each page is one
+        short statement, never a long transaction)."""
+        config = self._config.indexes[index]
+        statement = key_page_statement(config, self._catalog, after is not None)
+        params = [*(split_doc_id(after, len(config.key)) if after is not None else ()), limit]
+        with self._session("reading keys of " + index) as conn:
+            rows = conn.execute(statement, params).fetchall()
+        self.statements += 1
+        return [doc_id(r) for r in rows]
+
+    def sample_ids(self, index: str, n: int) -> list[DocId]:
+        """About `n` random root ids (a Bernoulli sample sized from the table's estimated rows)."""
+        config = self._config.indexes[index]
+        root = qualify(config.table)
+        with self._session("sampling keys of " + index) as conn:
+            estimate = conn.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass",
+                                    [root]).fetchone()[0]
+            percent = 100.0 if estimate <= 0 else min(100.0, 100.0 * 2 * n / estimate)
+            rows = conn.execute(sample_statement(config), [percent, n]).fetchall()
+            if len(rows) < n and percent < 100.0:  # an unlucky or stale estimate: take them all
+                rows = conn.execute(sample_statement(config), [100.0, n]).fetchall()
+        self.statements += 2
+        return [doc_id(r) for r in rows]
 
     def resolve(self, changes: Sequence[Change]) -> dict[str, set[DocId]]:
         """Every index's ids that these changes can have touched: at most one query per entry point

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from psycopg import sql
 
 from ...catalog import Catalog
-from ...config import IndexConfig, split_table
+from ...config import IndexConfig, qualify, split_table
 from ...error import ConfigError, Problem
 from ...keys import key_text
+from ..mapping import FINGERPRINT
 from ..routes import Entry
 from ..tree import Node, index_tree
 
@@ -126,16 +127,76 @@ def _relation(node: Node, parent: str, aliases: _Aliases) -> sql.Composable:
     )
 
 
+_TEXT = "d"  # the lateral subquery holding a document's JSON text
+
+
+def _fingerprinted() -> sql.Composable:
+    """The document with its fingerprint (`FINGERPRINT`, the md5 of the text without it) as its first
+    field: spliced into the text, so the document is written once and never re-parsed."""
+    text = sql.Identifier(_TEXT, "t")
+    return sql.SQL(
+        "('{{\"' || {field} || '\":\"' || md5({t}) || '\"' "
+        "|| CASE WHEN {t} = '{{}}' THEN '}}' ELSE ', ' || substr({t}, 2) END)::json"
+    ).format(field=sql.Literal(FINGERPRINT), t=text)
+
+
+def _from_root(index: IndexConfig, tree: Node) -> sql.Composable:
+    """The root table and, beside each row, its document's text (`d.t`)."""
+    return sql.SQL("{} {} CROSS JOIN LATERAL (SELECT ({})::text AS t) {}").format(
+        _table(tree.table), sql.Identifier(_ROOT), _document(tree, _ROOT, _Aliases()), sql.Identifier(_TEXT)
+    )
+
+
 def build_statement(index: IndexConfig, catalog: Catalog, tree: Node | None = None) -> sql.Composed:
-    """SELECT key texts..., document FROM the root WHERE its key is among the ids (one text array
-    per key column)."""
+    """SELECT key texts..., document (with its fingerprint) FROM the root WHERE its key is among the
+    ids (one text array per key column)."""
     tree = tree or index_tree(index, catalog)
-    return sql.SQL("SELECT {}, {} FROM {} {} WHERE {}").format(
+    return sql.SQL("SELECT {}, {} FROM {} WHERE {}").format(
         key_columns_text(_ROOT, index.key),
-        _document(tree, _ROOT, _Aliases()),
-        _table(tree.table),
-        sql.Identifier(_ROOT),
+        _fingerprinted(),
+        _from_root(index, tree),
         _matches(catalog, tree.table, _ROOT, index.key),
+    )
+
+
+def fingerprint_statement(index: IndexConfig, catalog: Catalog, tree: Node | None = None) -> sql.Composed:
+    """What `build_statement` selects, with the fingerprint alone in place of the document: what
+    `flusso verify` compares with the documents' stored fingerprints, without shipping documents."""
+    tree = tree or index_tree(index, catalog)
+    return sql.SQL("SELECT {}, md5({}) FROM {} WHERE {}").format(
+        key_columns_text(_ROOT, index.key),
+        sql.Identifier(_TEXT, "t"),
+        _from_root(index, tree),
+        _matches(catalog, tree.table, _ROOT, index.key),
+    )
+
+
+def key_page_statement(index: IndexConfig, catalog: Catalog, after: bool) -> sql.Composed:
+    """One keyset page of the root's key texts in key order (`after`: those past the last page's key,
+    passed as one text per key column); the limit is the last parameter."""
+    table = qualify(index.table)
+    columns = sql.SQL(", ").join(sql.Identifier(_ROOT, k) for k in index.key)
+    where = sql.SQL("")
+    if after:
+        where = sql.SQL(" WHERE ({}) > ({})").format(
+            columns,
+            sql.SQL(", ").join(
+                sql.SQL("{}::text::{}").format(sql.Placeholder(), _column_type(catalog, table, k)) for k in index.key
+            ),
+        )
+    return sql.SQL("SELECT {} FROM {} {}{} ORDER BY {} LIMIT {}").format(
+        key_columns_text(_ROOT, index.key), _table(table), sql.Identifier(_ROOT), where, columns, sql.Placeholder()
+    )
+
+
+def sample_statement(index: IndexConfig) -> sql.Composed:
+    """The key texts of about `%s` percent of the root's rows (Bernoulli), in random order, at most `%s`."""
+    return sql.SQL("SELECT {} FROM {} {} TABLESAMPLE BERNOULLI ({}) ORDER BY random() LIMIT {}").format(
+        key_columns_text(_ROOT, index.key),
+        _table(qualify(index.table)),
+        sql.Identifier(_ROOT),
+        sql.Placeholder(),
+        sql.Placeholder(),
     )
 
 

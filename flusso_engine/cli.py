@@ -22,7 +22,7 @@ from .error import ConfigError, FlussoError, Problem, SinkError, SourceError
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_CONFIG, EXIT_RUNTIME = 0, 1, 2
-EXIT_ATTENTION = 3  # `status`: the slot needs attention (health warning or critical)
+EXIT_ATTENTION = 3  # `status`: the slot needs attention (health warning or critical); `verify`: drift
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,7 +53,47 @@ def _parser() -> argparse.ArgumentParser:
     dl.add_argument("--index", action="append", help="only this index (repeatable)")
     dl.add_argument("--replay", action="store_true",
                     help="rebuild them from the current rows; the letters of those that go in are removed")
+    vf = cmd("verify", "compare every document with a fresh build of its rows; exit 3 on drift (missing, extra, "
+                       "stale)")
+    vf.add_argument("--index", action="append", help="only this index (repeatable)")
+    how = vf.add_mutually_exclusive_group()
+    how.add_argument("--sample", type=int, metavar="N", help="check N random root keys and N random documents")
+    how.add_argument("--full", action="store_true", help="check every id (the default)")
+    vf.add_argument("--repair", action="store_true",
+                    help="rebuild exactly the drifted ids (never over a newer document), delete extras, check "
+                         "them again; exit 3 only if drift remains")
+    vf.add_argument("--report", metavar="FILE", help="every drifted id into FILE (.csv, .parquet or .html)")
     return p
+
+
+def _verify(config: FlussoConfig, stop: threading.Event, args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from .verify import print_report, write_report
+    from .verify.report import check_report_path
+
+    check_report_path(args.report)
+    if args.sample is not None and args.sample < 1:
+        raise ConfigError([Problem("--sample", "N must be at least 1")])
+    console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)  # a log keeps whole rows
+    engine = _engine(config, stop)
+    try:
+        checks = engine.verify(args.index, sample=args.sample)
+        print_report(checks, console)
+        drifted = sum(len(c.findings) for c in checks)
+        if args.report:
+            write_report(checks, args.report)
+            console.print(f"{drifted} drifted id{'s' if drifted != 1 else ''} written to {args.report}")
+        if not drifted or not args.repair:
+            return EXIT_ATTENTION if drifted else EXIT_OK
+        done = engine.repair(checks)
+        console.print(f"repaired: {done.written} written, {done.deleted} deleted, {done.newer} left alone "
+                      "(a newer version was there)")
+        remaining = sum(len(c.findings) for c in done.remaining)
+        print_report(done.remaining, console, title="after the repair")
+        return EXIT_ATTENTION if remaining else EXIT_OK
+    finally:
+        engine.close()
 
 
 def _setup_logging(level: str) -> None:
@@ -290,6 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "dead-letters":
             return _dead_letters(config, args.index, args.replay)
         _install_stop(stop)
+        if args.command == "verify":
+            return _verify(config, stop, args)
         engine = _engine(config, stop, progress=args.command == "backfill")
         if args.command == "run":
             engine.run(live=not args.no_live, recreate_slot=args.recreate_slot)

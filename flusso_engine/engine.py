@@ -323,6 +323,23 @@ class Engine(Reseeds, SlotIdentity):
             self.live()
         return reports
 
+    # --- verification (verify/) ---------------------------------------------------------------
+
+    def verify(self, only: Collection[str] | None = None, sample: int | None = None,
+               settle_s: float = 30.0):  # noqa: ANN201 - list[verify.IndexCheck]
+        """Compare every document (or `sample` random ones) with a fresh build of its rows; writes
+        nothing. Documents changed while it runs are not reported (`verify/check.py`)."""
+        from .verify import verify
+
+        return verify(self, only, sample, settle_s)
+
+    def repair(self, checks, settle_s: float = 30.0):  # noqa: ANN001, ANN201 - verify.IndexCheck -> RepairReport
+        """Rebuild exactly the drifted ids of `checks` through the build and flush path, never over a
+        newer document, and check them again."""
+        from .verify import repair
+
+        return repair(self, checks, settle_s)
+
     # --- status -----------------------------------------------------------------------------
 
     def count_rows(self, table: str) -> int:

@@ -103,7 +103,7 @@ def test_verify_refuses_an_index_without_fingerprints_and_an_unknown_report(book
     assert bad.returncode == 1 and ".csv, .parquet, .html" in bad.stderr
 
 
-def _writers(dsn: str, stop: threading.Event, errors: list[BaseException]) -> None:
+def _writers(dsn: str, stop: threading.Event, errors: list[BaseException], done: list[int]) -> None:
     """Random DML on the root and on children two levels down until `stop`."""
     import random
 
@@ -117,7 +117,7 @@ def _writers(dsn: str, stop: threading.Event, errors: list[BaseException]) -> No
                 if choice < 0.3:
                     conn.execute("UPDATE book SET title = title || '.' WHERE id = %s", [book])
                 elif choice < 0.5:
-                    conn.execute("UPDATE review SET rating = 1 + (rating % 5) WHERE book_id = %s", [book])
+                    conn.execute("UPDATE review SET rating = 1 + (rating %% 5) WHERE book_id = %s", [book])
                 elif choice < 0.6:
                     conn.execute("UPDATE reader SET name = name || '.' WHERE id = (SELECT reader_id FROM "
                                  "review WHERE book_id = %s LIMIT 1)", [book])
@@ -127,6 +127,7 @@ def _writers(dsn: str, stop: threading.Event, errors: list[BaseException]) -> No
                                  [n, f"w-{n}"])
                 else:
                     conn.execute("DELETE FROM book WHERE id = (SELECT max(id) FROM book WHERE id > 200000)")
+                done[0] += 1
                 time.sleep(0.002)
     except BaseException as err:  # noqa: BLE001 - reported by the test
         errors.append(err)
@@ -136,15 +137,17 @@ def test_no_drift_reported_while_live_writers_run(bookstore, opensearch) -> None
     dsn, config = bookstore
     loaded = load_config(config)
     run = Flusso(config)
-    stop, errors = threading.Event(), []
-    writer = threading.Thread(target=_writers, args=(dsn, stop, errors))
+    stop, errors, done = threading.Event(), [], [0]
+    writer = threading.Thread(target=_writers, args=(dsn, stop, errors, done))
     try:
         run.wait_for("live capture started")
         writer.start()
         time.sleep(1)
         with Engine(loaded).open() as engine:
             for _ in range(3):
+                before = done[0]
                 checks = engine.verify()
+                assert done[0] - before > 20, "writers ran during the verify"
                 assert [(f.id, f.kind, f.fields) for c in checks for f in c.findings] == []
                 assert checks[0].documents > 300 - 50 and checks[0].rows > 300 - 50
             sampled = engine.verify(sample=40)

@@ -9,13 +9,15 @@ it: it is newer than what it is compared with, and is not compared. Anything els
 *suspect*, not drift yet: the document may have been written after the point in time opened, or the
 live engine may not have applied a change committed before the snapshot.
 
-The re-check settles that. It waits (bounded) until a running live engine has acknowledged past the
-server's current WAL position, so every change committed before the re-check is in the index (flush,
-then ack), then builds each suspect in full from a new snapshot and reads the document as it is now
-(realtime). A document newer than that build is again not drift. A suspect found again is checked
-once more the same way (a row changed twice, once before each snapshot, is caught by the second
-round); what is still wrong is drift: `missing` (a row, no document), `extra` (a document, no row),
-`stale` (the fingerprints differ; the fields that differ are listed).
+The re-check settles that. It builds each suspect in full from a new snapshot at position Q, waits
+(bounded by `settle_s`) until a running live engine has acknowledged Q, and only then reads the
+document as it is now (realtime). Every change committed before Q has then been built and flushed
+(flush, then ack), each from a snapshot that saw it and versioned by it: so the stored document is
+either newer than Q (not compared) or was built from everything up to Q, and must equal the build.
+With no live engine (the slot inactive or gone) nothing waits: what is missing then stays missing.
+A suspect found again is checked once more the same way; what is still wrong is drift: `missing`
+(a row, no document), `extra` (a document, no row), `stale` (the fingerprints differ; the fields
+that differ are listed).
 """
 
 from __future__ import annotations
@@ -146,13 +148,13 @@ class Verifier:
         for _ in range(ROUNDS):
             if not pending:
                 return []
-            self._settle()
             findings = [f for chunk in chunked(pending, self.page) for f in self._recheck(index, chunk)]
             pending = [f.id for f in findings]
         return findings
 
     def _recheck(self, index: str, ids: Sequence[str]) -> list[Finding]:
         built = self.builder.build(index, ids)
+        self._settle(built.position)
         now = current(self.client, index, ids, self.page)
         out = []
         for doc_id in ids:
@@ -174,13 +176,13 @@ class Verifier:
                                None if stored is None else stored.source, fresh))
         return out
 
-    def _settle(self) -> None:
-        """Wait until a running live engine has acknowledged past the server's current position
-        (bounded by `settle_s`): every change committed before now is then in the index."""
+    def _settle(self, target: int) -> None:
+        """Wait until a running live engine has acknowledged `target` (bounded by `settle_s`): every
+        change committed before the snapshot at `target` is then in the index (flush, then ack)."""
         info = self.engine.capture.slot_info()
         if info is None or not info.active:
             return
-        target, deadline = info.current, time.monotonic() + self.settle_s
+        deadline = time.monotonic() + self.settle_s
         while (info is not None and info.active and (info.confirmed_flush_lsn or 0) < target
                and time.monotonic() < deadline):
             time.sleep(0.2)

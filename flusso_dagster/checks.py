@@ -1,5 +1,6 @@
-"""Asset checks of `search_index`, one evaluation per partition (index): documents equal root rows,
-and the index was created from the config's current definition."""
+"""Asset checks of `search_index`, one evaluation per partition (index): documents equal their rows
+(`flusso verify`: sampled by default, every id when configured), and the index was created from the
+config's current definition."""
 
 
 import warnings
@@ -11,23 +12,28 @@ from dagster import (
     AssetChecksDefinition,
     AssetCheckSeverity,
     AssetCheckSpec,
+    AssetObservation,
     AssetsDefinition,
     PreviewWarning,
     StaticPartitionsDefinition,
     multi_asset_check,
 )
 
+from . import drift
 from .resources import FlussoResource
 
 
-def build_checks(search_index: AssetsDefinition,
-                 partitions: StaticPartitionsDefinition) -> AssetChecksDefinition:
+def build_checks(search_index: AssetsDefinition, partitions: StaticPartitionsDefinition,
+                 sample: int | None = 1000) -> AssetChecksDefinition:
+    """`sample`: how many random ids `documents_match_rows` verifies (None: every id)."""
     # Partitioned checks are a preview feature of dagster 1.13, used on purpose: one result per index.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PreviewWarning)
         specs = [
             AssetCheckSpec("documents_match_rows", asset=search_index, partitions_def=partitions,
-                           description="documents in the index equal rows in its root table"),
+                           description="every document equals a fresh build of its rows (flusso verify, "
+                                       + (f"{sample} random ids" if sample else "every id")
+                                       + "): none missing, extra or stale"),
             AssetCheckSpec("definition_current", asset=search_index, partitions_def=partitions,
                            description="the alias exists and serves a generation built from the config's "
                                        "current definition"),
@@ -47,12 +53,26 @@ def build_checks(search_index: AssetsDefinition,
                 f"({abs(missing)} {'missing' if missing > 0 else 'too many'}): is live_capture running? "
                 "Rejected documents are in the dead-letter index; a forced materialization rebuilds it"
             )
+        found = flusso.verify(index, sample) if status.definition_current else None
+        counts = drift.counts([found]) if found is not None else {}
+        if found is None:
+            verdict, passed = "not verified: the index is missing or from another definition", missing == 0
+        elif counts["drift_total"]:
+            verdict, passed = (", ".join(f"{v} {k[6:]}" for k, v in counts.items() if v and k != "drift_total")
+                               + f" (verify, {found.mode}): the verify_repair job rebuilds exactly those"), False
+        else:
+            verdict, passed = f"no drift (verify, {found.mode})", True
+        metadata = {"documents": status.documents or 0, "rows": status.rows or 0, "seeded": status.seeded}
+        if found is not None:
+            metadata.update(drift.metadata([found]))
+            context.op_execution_context.log_event(AssetObservation(
+                asset_key=search_index.key, partition=index, metadata=counts))
         yield AssetCheckResult(
             check_name="documents_match_rows",
-            passed=missing == 0,
+            passed=passed,
             severity=AssetCheckSeverity.ERROR,
-            description=counted,
-            metadata={"documents": status.documents or 0, "rows": status.rows or 0, "seeded": status.seeded},
+            description=f"{counted}; {verdict}",
+            metadata=metadata,
         )
         state = status.generations
         serving = state.serving if state is not None else index

@@ -8,10 +8,10 @@ from dagster import Definitions, EnvVar
 
 from .assets import build_search_index, flusso_live, index_partitions
 from .checks import build_checks
-from .jobs import build_live_capture
+from .jobs import build_live_capture, build_verify_repair
 from .project import SECRET_VARS, Project
 from .resources import FlussoConfigResource, FlussoResource
-from .schedules import build_reseed
+from .schedules import build_reseed, build_verify_schedule
 from .sensors import build_keeper, build_seed_sensor
 from .slot_health import build_slot_check, build_slot_health_sensor
 
@@ -28,12 +28,13 @@ def build_definitions(project: Project | None = None) -> Definitions:
     partitions = index_partitions(project)
     search_index = build_search_index(partitions)
     live_capture = build_live_capture(project)
+    verify_repair = build_verify_repair()
     return Definitions(
         assets=[search_index, flusso_live],
-        asset_checks=[build_checks(search_index, partitions), build_slot_check()],
-        jobs=[live_capture],
+        asset_checks=[build_checks(search_index, partitions, project.verify_sample), build_slot_check()],
+        jobs=[live_capture, verify_repair],
         sensors=[build_keeper(live_capture, project), build_seed_sensor(search_index),
                  build_slot_health_sensor(project)],
-        schedules=[build_reseed(search_index, project)],
+        schedules=[build_reseed(search_index, project), build_verify_schedule(verify_repair, project)],
         resources={"flusso": flusso_resource(project)},
     )

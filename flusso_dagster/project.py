@@ -40,6 +40,8 @@ class Project:
     slot_check_s: float = 60.0  # how often slot_health_sensor reads the slot's health
     reseed_cron: str = "0 3 * * 0"
     reseed_indexes: tuple[str, ...] = ()
+    verify_sample: int | None = 1000  # documents_match_rows checks this many random ids; None: all of them
+    verify_cron: str = "0 4 * * *"
 
     @classmethod
     def from_env(cls, config_path: str | os.PathLike[str] | None = None,
@@ -56,7 +58,21 @@ class Project:
             slot_check_s=float(env.get("FLUSSO_SLOT_CHECK_S") or 60.0),
             reseed_cron=env.get("FLUSSO_RESEED_CRON") or "0 3 * * 0",
             reseed_indexes=reseed,
+            verify_sample=_sample(env.get("FLUSSO_VERIFY_SAMPLE")),
+            verify_cron=env.get("FLUSSO_VERIFY_CRON") or "0 4 * * *",
         )
+
+
+def _sample(value: str | None) -> int | None:
+    """FLUSSO_VERIFY_SAMPLE: a number of random ids (default 1000), or `full` (or 0) for every id."""
+    if not value:
+        return 1000
+    if value.strip().lower() in ("full", "0"):
+        return None
+    try:
+        return max(1, int(value))
+    except ValueError:
+        raise ConfigError([Problem("FLUSSO_VERIFY_SAMPLE", f"{value!r}: a number of ids, or `full`")]) from None
 
 
 def read_names(path: Path, env: Mapping[str, str]) -> tuple[tuple[str, ...], str]:

@@ -34,6 +34,7 @@ from flusso_engine.config import FlussoConfig, load_config
 from flusso_engine.engine import Engine, IndexStatus, slot_health, unseeded_indexes
 from flusso_engine.error import FlussoError
 from flusso_engine.observer import BackfillReport, LoggingObserver, Observer
+from flusso_engine.verify import IndexCheck, RepairReport
 
 from .constants import LIVE_ASSET
 from .observer import DagsterObserver
@@ -139,6 +140,21 @@ class FlussoResource(ConfigurableResource):
         """Documents in the index (refreshed first), rows in its root table, seeded, definition current."""
         with self.engine(observer=LoggingObserver()) as engine:
             return engine.index_status(index, refresh=True)
+
+    def verify(self, index: str, sample: int | None) -> IndexCheck:
+        """`flusso verify --index INDEX [--sample N]`: the drift of one index; writes nothing."""
+        with self.engine(observer=LoggingObserver()) as engine:
+            (check,) = engine.verify([index], sample=sample)
+            return check
+
+    def verify_repair(self, indexes: list[str] | None) -> tuple[list[IndexCheck], RepairReport | None]:
+        """`flusso verify --full --repair`: every id of `indexes` (all: None) checked, the drifted
+        ones rebuilt (never over a newer document) and checked again."""
+        with self.engine(observer=LoggingObserver()) as engine:
+            checks = engine.verify(indexes)
+            if not any(c.findings for c in checks):
+                return checks, None
+            return checks, engine.repair(checks)
 
     def unseeded(self) -> list[str]:
         """The indexes the sink says need a backfill; all of them while the slot is missing or lost

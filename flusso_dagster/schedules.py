@@ -1,8 +1,10 @@
-"""`reseed`: forced materializations of some or all indexes on a cron (stopped by default)."""
+"""`reseed`: forced materializations of some or all indexes on a cron (stopped by default);
+`verify_repair`: the verify_repair job on a cron (stopped by default)."""
 
 from dagster import (
     AssetsDefinition,
     DefaultScheduleStatus,
+    JobDefinition,
     RunRequest,
     ScheduleDefinition,
     ScheduleEvaluationContext,
@@ -40,3 +42,13 @@ def build_reseed(search_index: AssetsDefinition, project: Project) -> ScheduleDe
         ]
 
     return reseed
+
+
+def build_verify_schedule(verify_repair: JobDefinition, project: Project) -> ScheduleDefinition:
+    return ScheduleDefinition(
+        name="verify_repair_schedule",
+        cron_schedule=project.verify_cron,
+        job=verify_repair,
+        default_status=DefaultScheduleStatus.STOPPED,
+        description=f"verify_repair at {project.verify_cron} (FLUSSO_VERIFY_CRON): every id checked, drift repaired.",
+    )

@@ -95,7 +95,8 @@ def test_definitions_hold_the_asset_checks_job_sensors_and_schedule():
     assert defs.resolve_assets_def("search_index").partitions_def.get_partition_keys() == ["books", "authors"]
     assert defs.resolve_job_def("live_capture").tags[SLOT_TAG] == "t_keeper"
     assert {s.name for s in defs.sensors} == {"live_capture_keeper", "seed_sensor", "slot_health_sensor"}
-    assert [s.name for s in defs.schedules] == ["reseed"]
+    assert [s.name for s in defs.schedules] == ["reseed", "verify_repair_schedule"]
+    assert defs.resolve_job_def("verify_repair").name == "verify_repair"
     checks = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
     assert checks == {"documents_match_rows", "definition_current", "slot_health"}
 

@@ -150,7 +150,8 @@ def test_checks_pass_after_a_backfill_and_fail_after_a_root_row_is_inserted(proj
         result = _materialize(project, index, instance)
         assert result.success
         assert _checks(result) == {
-            "documents_match_rows": (True, f"{BOOKS} documents, {BOOKS} rows in the root table"),
+            "documents_match_rows": (True, f"{BOOKS} documents, {BOOKS} rows in the root table; "
+                                           "no drift (verify, sample 1000)"),
             "definition_current": (True, f"{index} serves {index}__g1, built from the config's definition"),
         }
         with psycopg.connect(bookstore_db) as conn:
@@ -161,7 +162,7 @@ def test_checks_pass_after_a_backfill_and_fail_after_a_root_row_is_inserted(proj
         passed, description = _checks(result)["documents_match_rows"]
         assert not passed
         assert f"{BOOKS} documents in {index} but {BOOKS + 1} rows" in description
-        assert "1 missing" in description
+        assert "1 missing" in description and "1 missing (verify, sample 1000)" in description
 
 
 def test_all_partitions_materialize_at_once_without_corrupting_each_other(two_index_project, opensearch,
@@ -321,3 +322,30 @@ def test_an_index_seeded_by_the_cli_is_reported_materialized_once_by_the_seed_se
         metadata = {k: v.value for k, v in record.asset_materialization.metadata.items()}
         assert metadata["documents"] == metadata["root_rows"] == BOOKS
         assert "seeded outside Dagster" in metadata["seeded"]
+
+
+def test_the_drift_check_fails_with_the_table_and_passes_after_verify_repair(project, opensearch):
+    from flusso_dagster.jobs import build_verify_repair
+
+    index = project.indexes[0]
+    with instance_for_test() as instance:
+        assert _materialize(project, index, instance).success
+        opensearch.delete(index=index, id="7", refresh=True)
+        opensearch.index(index=index, id="424242", body={"title": "no row"}, refresh=True)
+        result = _materialize(project, index, instance)
+        (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "documents_match_rows"]
+        assert not evaluation.passed
+        assert "1 missing, 1 extra" in evaluation.description
+        meta = {k: v.value for k, v in evaluation.metadata.items()}
+        assert meta["drift_missing"] == 1 and meta["drift_extra"] == 1 and meta["drift_stale"] == 0
+        assert "| index | mode |" in meta["summary"] and "`7`" in meta["examples"] and "`424242`" in meta["examples"]
+        observed = instance.fetch_observations(AssetKey("search_index"), limit=10).records
+        assert any(r.asset_observation.metadata["drift_total"].value == 2 for r in observed)
+
+        job = build_verify_repair()
+        repaired = job.execute_in_process(resources={"flusso": flusso_resource(project)}, instance=instance)
+        assert repaired.success
+        after = _materialize(project, index, instance)
+        (evaluation,) = [e for e in after.get_asset_check_evaluations() if e.check_name == "documents_match_rows"]
+        assert evaluation.passed, evaluation.description
+        assert "no drift" in evaluation.description

@@ -101,6 +101,19 @@ def test_verify_refuses_an_index_without_fingerprints_and_an_unknown_report(book
     assert missing.returncode == 1 and "does not exist" in missing.stderr
     bad = flusso("verify", "--report", "drift.xlsx", config=config)
     assert bad.returncode == 1 and ".csv, .parquet, .html" in bad.stderr
+    # an index built before fingerprints existed (another definition hash): refused, and a reseed adds them
+    index = next(iter(load_config(config).indexes))
+    assert flusso("run", "--no-live", config=config).returncode == 0
+    (physical,) = opensearch.indices.get_alias(name=index)
+    meta = opensearch.indices.get_mapping(index=physical)[physical]["mappings"]["_meta"]
+    meta["flusso"]["definition_hash"] = "0" * 64
+    opensearch.indices.put_mapping(index=physical, body={"_meta": meta})
+    older = flusso("verify", config=config)
+    assert older.returncode == 1 and "another definition" in older.stderr
+    assert flusso("run", "--no-live", config=config).returncode == 0
+    assert flusso("verify", config=config).returncode == 0
+    docs = index_docs(opensearch, index, fingerprints=True)
+    assert len(docs) == 300 and all(len(d[FINGERPRINT]) == 32 for d in docs.values())
 
 
 def _writers(dsn: str, stop: threading.Event, errors: list[BaseException], done: list[int]) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..pipeline.flushes import chunked
-from .check import KINDS, Finding, IndexCheck, Verifier
+from .check import KINDS, Finding, IndexCheck, Verifier, advance_wal
 from .report import drift_frame, print_report, summary_frame, write_report
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ def repair(engine: Engine, checks: Sequence[IndexCheck], settle_s: float = 30.0)
     from a newer snapshot is never replaced; then check those ids again."""
     report = RepairReport()
     verifier = Verifier(engine, settle_s=settle_s, page=engine.config.batch.max_changes)
+    advance_wal(engine.context.dsn)  # above the versions of documents changed behind flusso's back
     for check in checks:
         ids = [f.id for f in check.findings]
         for chunk in chunked(ids, engine.config.batch.max_changes):

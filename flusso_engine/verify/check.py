@@ -29,6 +29,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import psycopg
+
 from ..documents.mapping import FINGERPRINT
 from ..error import ConfigError, FlussoError, Problem
 from ..pipeline.flushes import chunked
@@ -76,6 +78,18 @@ def _parse(doc: Any) -> dict[str, Any] | None:
     return json.loads(doc) if isinstance(doc, str) else doc
 
 
+def advance_wal(dsn: str) -> None:
+    """Commit one WAL record (a transactional logical message, which pgoutput does not send unless
+    asked), so that snapshots taken from now on sit above every version already written. Without it
+    an idle server keeps one position, and a document changed behind flusso's back (an internal
+    version is the previous one plus one) would read as newer than any build, and refuse a repair."""
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("SELECT pg_logical_emit_message(true, 'flusso', 'verify')")
+    except psycopg.Error as err:  # no privilege: the position moves with the next write anyway
+        log.debug("could not advance the WAL position: %s", err)
+
+
 class Verifier:
     """Verification of an engine's indexes (opened, not started: it writes nothing)."""
 
@@ -91,6 +105,7 @@ class Verifier:
         """Verify one index: every id, or `sample` random root keys and as many random documents."""
         started = time.monotonic()
         self._require_fingerprints(index)
+        advance_wal(self.engine.context.dsn)
         result = IndexCheck(index, "full" if sample is None else f"sample {sample}")
         suspects: set[str] = set()
         with Documents(self.client, index, self.page) as docs:

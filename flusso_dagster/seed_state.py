@@ -65,14 +65,15 @@ def check_fields(indexes: Collection[str], unseeded: Mapping[str, IndexStatus]) 
     """passed, severity, description and metadata of the `seeded` check."""
     if not unseeded:
         return {"passed": True, "severity": AssetCheckSeverity.ERROR,
-                "description": f"every index is seeded: {', '.join(indexes)}", "metadata": {"unseeded": []}}
-    lines = [f"{index}: {why_unseeded(status)}" for index, status in unseeded.items()]
+                "description": f"every index is seeded: {', '.join(indexes)}",
+                "metadata": {"unseeded": MetadataValue.text("none")}}
+    lines = [f"{index}: {why_unseeded(status)}." for index, status in unseeded.items()]
     return {
         "passed": False,
         "severity": AssetCheckSeverity.ERROR,
-        "description": "\n".join([*lines, "The sink says these need a backfill: seed_sensor materializes their "
-                                          "partitions (built beside what serves, then swapped)."]),
-        "metadata": {"unseeded": sorted(unseeded)},
+        "description": " ".join([*lines, "The sink says they need a backfill: seed_sensor materializes their "
+                                         "partitions (built beside what serves, then swapped)."]),
+        "metadata": {"unseeded": MetadataValue.text(", ".join(sorted(unseeded)))},
     }
 
 

@@ -227,7 +227,7 @@ def test_a_deleted_alias_fails_the_checks_and_shows_unseeded_once_until_it_is_se
         (request,) = sensor.tick()  # seed_sensor asks for a materialization, and shows why, once
         assert request.partition_key == index
         evaluations, observations = sensor.shown()
-        assert evaluations[-1][0] is False and evaluations[-1][1].startswith(f"{index}: {missing}\n"), evaluations
+        assert evaluations[-1][0] is False and evaluations[-1][1].startswith(f"{index}: {missing}. "), evaluations
         (observed,) = observations
         assert (observed["seeded"], observed["serving"], observed["documents"]) == (f"no: {missing}", "missing", 0)
         sensor.tick()

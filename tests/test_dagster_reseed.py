@@ -77,7 +77,7 @@ def store(bookstore_db: str, index_prefix: str, tmp_path: Path) -> Store:
 @pytest.fixture
 def live(store: Store) -> Iterator[subprocess.Popen]:
     """The first materialization (the seed), then `live_capture` in a process of its own, holding the
-    slot, with the index equal to a fresh build; terminated as the UI's Terminate does at the end."""
+    slot; terminated as the UI's Terminate does at the end."""
     with DagsterInstance.from_config(str(store.home)) as instance:
         assert _materialize(store.project, store.index, instance, checks=False).success
     proc = _dagster(store.project, store.home, "job", "execute", "-j", "live_capture")
@@ -161,10 +161,10 @@ def test_reseed_schedule_and_a_forced_partition_materialization_keep_search_answ
 
 
 def _run_checks(store: Store, instance: DagsterInstance) -> dict[str, tuple[bool, str]]:
-    """The asset checks of the partition alone (the UI's "Execute" on a check), no materialization."""
+    """The partition's asset checks alone, no materialization."""
     partitions = index_partitions(store.project)
     asset = build_search_index(partitions)
-    # the partition by its run tag, as the UI launches it: materialize's partition_key wants an asset selected
+    # the partition by its run tag: materialize's partition_key needs an asset in the selection
     result = materialize([asset, build_checks(asset, partitions)], selection=AssetSelection.checks_for_assets(asset),
                          tags={"dagster/partition": store.index}, resources={"flusso": flusso_resource(store.project)},
                          instance=instance, raise_on_error=False)

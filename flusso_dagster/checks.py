@@ -55,7 +55,7 @@ def build_checks(search_index: AssetsDefinition,
             metadata={"documents": status.documents or 0, "rows": status.rows or 0, "seeded": status.seeded},
         )
         state = status.generations
-        serving = state.serving if state is not None else index
+        serving = status.target  # what a search of the name finds now, not what the state last recorded
         if serving is None:
             passed, why = False, (f"there is no index or alias named {index}: searches of it fail; "
                                   "materialize the partition to build it")

@@ -12,6 +12,7 @@ from .jobs import build_live_capture
 from .project import SECRET_VARS, Project
 from .resources import FlussoConfigResource, FlussoResource
 from .schedules import build_reseed
+from .seed_state import build_seeded_check
 from .sensors import build_keeper, build_seed_sensor
 from .slot_health import build_slot_check, build_slot_health_sensor
 
@@ -30,7 +31,7 @@ def build_definitions(project: Project | None = None) -> Definitions:
     live_capture = build_live_capture(project)
     return Definitions(
         assets=[search_index, flusso_live],
-        asset_checks=[build_checks(search_index, partitions), build_slot_check()],
+        asset_checks=[build_checks(search_index, partitions), build_seeded_check(search_index), build_slot_check()],
         jobs=[live_capture],
         sensors=[build_keeper(live_capture, project), build_seed_sensor(search_index),
                  build_slot_health_sensor(project)],

@@ -97,7 +97,7 @@ def test_definitions_hold_the_asset_checks_job_sensors_and_schedule():
     assert {s.name for s in defs.sensors} == {"live_capture_keeper", "seed_sensor", "slot_health_sensor"}
     assert [s.name for s in defs.schedules] == ["reseed"]
     checks = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
-    assert checks == {"documents_match_rows", "definition_current", "slot_health"}
+    assert checks == {"documents_match_rows", "definition_current", "seeded", "slot_health"}
 
 
 def test_keeper_requests_a_run_when_none_is_running(instance):

@@ -106,7 +106,7 @@ def _latest_metadata(instance: DagsterInstance, index: str) -> dict:
 
 def _assert_swapped_metadata(metadata: dict, index: str, before: int) -> int:
     """The materialization says which generation it built and swapped in; returns its number."""
-    generation = int(metadata["generation"].rsplit("__g", 1)[1])
+    generation = metadata["generation"]
     assert generation > before, metadata
     assert metadata["alias"] == index
     assert metadata["physical_index"] == f"{index}__g{generation}"

@@ -75,7 +75,7 @@ def build_checks(search_index: AssetsDefinition, partitions: StaticPartitionsDef
             metadata=metadata,
         )
         state = status.generations
-        serving = state.serving if state is not None else index
+        serving = status.target  # what a search of the name finds now, not what the state last recorded
         if serving is None:
             passed, why = False, (f"there is no index or alias named {index}: searches of it fail; "
                                   "materialize the partition to build it")

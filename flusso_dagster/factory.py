@@ -12,6 +12,7 @@ from .jobs import build_live_capture, build_verify_repair
 from .project import SECRET_VARS, Project
 from .resources import FlussoConfigResource, FlussoResource
 from .schedules import build_reseed, build_verify_schedule
+from .seed_state import build_seeded_check
 from .sensors import build_keeper, build_seed_sensor
 from .slot_health import build_slot_check, build_slot_health_sensor
 
@@ -31,7 +32,8 @@ def build_definitions(project: Project | None = None) -> Definitions:
     verify_repair = build_verify_repair()
     return Definitions(
         assets=[search_index, flusso_live],
-        asset_checks=[build_checks(search_index, partitions, project.verify_sample), build_slot_check()],
+        asset_checks=[build_checks(search_index, partitions, project.verify_sample),
+                      build_seeded_check(search_index), build_slot_check()],
         jobs=[live_capture, verify_repair],
         sensors=[build_keeper(live_capture, project), build_seed_sensor(search_index),
                  build_slot_health_sensor(project)],

@@ -126,8 +126,8 @@ class FlussoResource(ConfigurableResource):
         if report.generation is not None:  # zero-downtime: built beside the serving one, then swapped
             metadata.update({
                 "alias": MetadataValue.text(index),
-                "generation": MetadataValue.text(report.generation),
-                "physical_index": MetadataValue.text(report.physical or report.generation),
+                "generation": MetadataValue.int(report.generation),
+                "physical_index": MetadataValue.text(report.physical or ""),
                 "previous_generation": MetadataValue.text(report.previous or "none"),
                 "swapped_at": MetadataValue.text(report.swapped_at or ""),
                 "serving_while_building": MetadataValue.text(

@@ -1,8 +1,10 @@
 """`live_capture_keeper` keeps one live_capture run per slot; `seed_sensor` seeds what the sink
-says is unseeded."""
+says is unseeded, and records when an index's seeded state changes (seed_state.py)."""
 
 
+import json
 import time
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 
 from dagster import (
@@ -27,6 +29,7 @@ from .constants import ACTIVE_STATUSES, INDEX_TAG, KEEPER_STATUSES, REPLACES_TAG
 from .process import Worker, this_machine
 from .project import Project
 from .resources import FlussoResource
+from .seed_state import indexes_of, load_cursor, report_changes
 
 SEED_RETRY_AFTER = timedelta(minutes=10)
 
@@ -156,13 +159,15 @@ def seed_requests(instance: DagsterInstance, unseeded: list[str],
 
 
 def report_seeded(instance: DagsterInstance, search_index: AssetsDefinition, flusso: FlussoResource,
-                  unseeded: list[str]) -> list[str]:
+                  unseeded: list[str], also: Collection[str] = ()) -> list[str]:
     """A seeded index that Dagster has no materialization of (seeded by `flusso backfill` before
     `make demo`, say) would show as "Missing" for ever: report one, runless, with its marker's
-    metadata. Returns the indexes reported."""
+    metadata; the same for the indexes in `also` (seeded again outside Dagster after Dagster saw them
+    unseeded, seed_state.py). Returns the indexes reported."""
     assert search_index.partitions_def is not None
     have = instance.get_materialized_partitions(SEARCH_INDEX)
-    missing = [i for i in search_index.partitions_def.get_partition_keys() if i not in have and i not in unseeded]
+    missing = [i for i in search_index.partitions_def.get_partition_keys()
+               if (i not in have or i in also) and i not in unseeded]
     if not missing:
         return []
     reported = []
@@ -175,18 +180,26 @@ def report_seeded(instance: DagsterInstance, search_index: AssetsDefinition, flu
 
 
 def build_seed_sensor(search_index: AssetsDefinition) -> SensorDefinition:
+    indexes = indexes_of(search_index)
+
     @sensor(
         name="seed_sensor",
         target=search_index,
         default_status=DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=60,
         description="Asks the sink which indexes are unseeded and materializes exactly those partitions, "
-                    "so a fresh install seeds itself.",
+                    "so a fresh install seeds itself. When an index's seeded state changes, records it without "
+                    "a run: the `seeded` check fails (or passes again) and the partition's observation says why.",
     )
     def seed_sensor(context: SensorEvaluationContext,
                     flusso: FlussoResource) -> list[RunRequest] | SkipReason:
         unseeded = flusso.unseeded()
-        report_seeded(context.instance, search_index, flusso, unseeded)
+        shown = load_cursor(context.cursor)
+        changes, reseeded = report_changes(context.instance, flusso, indexes, unseeded, shown)
+        report_seeded(context.instance, search_index, flusso, unseeded, also=reseeded)
+        context.update_cursor(json.dumps(shown, sort_keys=True))
+        for line in changes:
+            context.log.info(line)
         return seed_requests(context.instance, unseeded)
 
     return seed_sensor

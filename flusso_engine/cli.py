@@ -178,6 +178,7 @@ def _status(config: FlussoConfig, as_json: bool) -> int:
                 "rows": s.rows,
                 "definition_current": s.definition_current,
                 **(s.generations.summary() if s.generations is not None else {}),
+                **({"serving": s.target} if s.generations is not None else {}),  # the alias says what serves
             }
             for s in indexes
         },
@@ -216,23 +217,25 @@ def _status(config: FlussoConfig, as_json: bool) -> int:
     table = Table("index", "seeded", "documents", "root rows", "definition", "serving", "building")
     for s in indexes:
         table.add_row(s.index, "yes" if s.seeded else "no", str(s.documents), str(s.rows),
-                      "current" if s.definition_current else "changed: reseed", *_generations(s.generations))
+                      "current" if s.definition_current else "changed: reseed" if s.target else "no index yet",
+                      *_generations(s.generations, s.target))
     console.print(table)
     return code
 
 
-def _generations(state) -> tuple[str, str]:  # noqa: ANN001 - generations.IndexState or None
-    """The serving generation, and the rebuild's progress, as `status` shows them."""
+def _generations(state, target: str | None) -> tuple[str, str]:  # noqa: ANN001 - generations.IndexState or None
+    """What the name serves now (the alias's target), and the rebuild's progress, as `status` shows them."""
     if state is None:
         return "-", "-"
+    serving = target or "none (no index or alias of this name)"
     b = state.building
     if b is None:
-        return state.serving or "none", "-"
+        return serving, "-"
     done = f"{b.documents}/{b.rows}" if b.rows else str(b.documents)
     pct = f" {100 * b.documents / b.rows:.0f}%" if b.rows else ""
     note = "" if b.alive() else " (abandoned: the next start deletes it)"
     frozen = " (serving frozen: definition changed)" if b.frozen else ""
-    return state.serving or "none", f"{b.name}: {done}{pct}{frozen}{note}"
+    return serving, f"{b.name}: {done}{pct}{frozen}{note}"
 
 
 def _dead_letters(config: FlussoConfig, only: Sequence[str] | None, replay: bool) -> int:

@@ -50,6 +50,10 @@ class IndexStatus:
     rows: int | None
     definition_current: bool
     generations: IndexState | None = None  # a sink with generations: serving, building, previous
+    # the physical index the name resolves to in the sink now (the alias's generation, the name itself
+    # for a concrete index), None when neither exists and searches of it fail; the state document's
+    # `serving` is what flusso last recorded, this is what a search finds
+    target: str | None = None
 
 
 class Engine(Reseeds, SlotIdentity):
@@ -384,6 +388,7 @@ class Engine(Reseeds, SlotIdentity):
             rows=self.count_rows(qualify(self.config.indexes[index].table)),
             definition_current=self.sink.definition_hash(index) == marker.definition_hash,
             generations=self.generations.load(index)[0] if self.generations is not None else None,
+            target=self.sink.alias_target(index) if isinstance(self.sink, GenerationSink) else index,
         )
 
 

@@ -37,8 +37,8 @@ class BackfillReport:
     seconds: float = 0.0
     skipped: bool = False
     reason: str = ""
-    generation: str | None = None  # the physical index it built (a sink with generations)
-    physical: str | None = None
+    generation: int | None = None  # the generation it built (a sink with generations) ...
+    physical: str | None = None  # ... as the physical index `<index>__g<N>`
     previous: str | None = None  # the generation it replaced, kept for inspection
     swapped_at: str | None = None
     frozen: bool = False  # the replaced generation had another definition and was not written meanwhile

@@ -28,7 +28,7 @@ from . import failpoints
 from .backfill import fill
 from .documents import DocumentBuilder
 from .error import SinkError
-from .generations import HEARTBEAT_S, Building, Generations, IndexState, physical
+from .generations import HEARTBEAT_S, Building, Generations, IndexState, generation_of, physical
 from .observer import BackfillReport
 from .sinks import AliasMoved, GenerationSink
 
@@ -247,7 +247,7 @@ class Rebuild:
             for n in later:
                 _delete_quietly(self.sink, n)
         self.gens.reconcile(index)  # a generation dropped earlier that a write in flight brought back
-        report.generation, report.physical = name, name
+        report.generation, report.physical = generation_of(index, name), name
         report.previous, report.swapped_at = state.previous, state.swapped_at
         report.frozen = self._frozen
         return report

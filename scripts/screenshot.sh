@@ -8,13 +8,14 @@
 #   SCREENSHOT_WAIT=180    seconds to wait for every partition of search_index to be materialized
 #                          and for their runs to have finished
 #   SCREENSHOT_BUDGET=15000  virtual milliseconds the page gets to render before the shot
+#   SCREENSHOT_OUT=docs/demo-partitions.png  where the picture goes
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 port=${DEMO_PORT:-3000}
 base="http://127.0.0.1:$port"
 asset=search_index
-out=docs/demo-partitions.png
+out=${SCREENSHOT_OUT:-docs/demo-partitions.png}
 wait_s=${SCREENSHOT_WAIT:-180}
 budget=${SCREENSHOT_BUDGET:-15000}
 

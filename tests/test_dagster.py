@@ -98,7 +98,7 @@ def test_definitions_hold_the_asset_checks_job_sensors_and_schedule():
     assert [s.name for s in defs.schedules] == ["reseed", "verify_repair_schedule"]
     assert defs.resolve_job_def("verify_repair").name == "verify_repair"
     checks = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
-    assert checks == {"documents_match_rows", "definition_current", "slot_health"}
+    assert checks == {"documents_match_rows", "definition_current", "seeded", "slot_health"}
 
 
 def test_keeper_requests_a_run_when_none_is_running(instance):

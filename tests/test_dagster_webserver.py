@@ -94,7 +94,7 @@ def test_webserver_shows_the_asset_partitions_checks_job_sensors_and_schedule(we
     assets = {tuple(a["assetKey"]["path"]): a for a in repo["assetNodes"]}
     assert assets[("search_index",)]["partitionKeys"] == ["books"]
     assert {c["name"] for c in assets[("search_index",)]["assetChecksOrError"]["checks"]} == {
-        "documents_match_rows", "definition_current"}
+        "documents_match_rows", "definition_current", "seeded"}
     assert {c["name"] for c in assets[("flusso_live",)]["assetChecksOrError"]["checks"]} == {"slot_health"}
     assert "live_capture" in {j["name"] for j in repo["jobs"]}
     assert {s["name"]: s["sensorState"]["status"] for s in repo["sensors"]} == {

@@ -188,15 +188,16 @@ class SeedSensor:
         return result
 
     def shown(self) -> tuple[list[tuple[bool, str]], list[dict]]:
-        """What the UI shows: every evaluation of the `seeded` check, and the observations of the
-        index's partition (their metadata), oldest first."""
+        """What the UI shows: every evaluation of the `seeded` check, and the seeded-state
+        observations of the index's partition (their metadata), oldest first."""
         key = AssetCheckKey(SEARCH_INDEX, SEEDED_CHECK)
         records = self.instance.event_log_storage.get_asset_check_execution_history(key, limit=100)
         evaluations = [r.event.dagster_event.event_specific_data for r in reversed(records) if r.event]
         observed = self.instance.fetch_observations(
             AssetRecordsFilter(asset_key=SEARCH_INDEX, asset_partitions=[self.index]), limit=100).records
         return ([(e.passed, e.description or "") for e in evaluations],
-                [{k: v.value for k, v in r.asset_observation.metadata.items()} for r in reversed(observed)])
+                [{k: v.value for k, v in r.asset_observation.metadata.items()} for r in reversed(observed)
+                 if "seeded" in r.asset_observation.metadata])  # not the drift check's counts
 
 
 def _delete_alias(opensearch, index: str) -> str:

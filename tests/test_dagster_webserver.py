@@ -99,6 +99,6 @@ def test_webserver_shows_the_asset_partitions_checks_job_sensors_and_schedule(we
     assert "live_capture" in {j["name"] for j in repo["jobs"]}
     assert {s["name"]: s["sensorState"]["status"] for s in repo["sensors"]} == {
         "live_capture_keeper": "RUNNING", "seed_sensor": "RUNNING", "slot_health_sensor": "RUNNING"}
-    (reseed,) = repo["schedules"]
-    assert (reseed["name"], reseed["cronSchedule"], reseed["scheduleState"]["status"]) == (
-        "reseed", "0 3 * * 0", "STOPPED")
+    schedules = {s["name"]: (s["cronSchedule"], s["scheduleState"]["status"]) for s in repo["schedules"]}
+    assert schedules == {"reseed": ("0 3 * * 0", "STOPPED"), "verify_repair_schedule": ("0 4 * * *", "STOPPED")}
+    assert "verify_repair" in {j["name"] for j in repo["jobs"]}

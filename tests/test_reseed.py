@@ -21,8 +21,10 @@ import pytest
 import yaml
 from opensearchpy import OpenSearch
 
+from flusso_engine.config import load_config
+
 from .conftest import OPENSEARCH_URL
-from .e2e import Flusso, flusso, generate, sql, wait_converged, write_config
+from .e2e import Flusso, current_lsn, flusso, generate, slot_confirmed, sql, wait_converged, write_config
 from .reseed import (
     Load,
     Poller,
@@ -310,6 +312,12 @@ def test_live_engine_killed_during_a_rebuild_resumes_dual_writes(store: Store, o
             during = serving_generation(opensearch, store.alias) == before and any(
                 g.state == "building" for g in at_death)
             store.start()
+            # back once the restarted engine has caught up with what was committed while it was dead
+            # (its first batch can take seconds on a loaded machine): until then nothing fed the index
+            behind, slot = current_lsn(store.dsn), load_config(store.config).source.slot
+            caught_up = time.monotonic() + 60
+            while (slot_confirmed(store.dsn, slot) or 0) < behind and time.monotonic() < caught_up:
+                time.sleep(0.05)
             back = time.monotonic()
             thread.join(120)
             wait_serving(opensearch, store.alias, newer_than=before, timeout=30)

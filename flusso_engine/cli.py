@@ -71,6 +71,9 @@ def _setup_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
     logging.getLogger("flusso_engine").setLevel(level)  # every module's logger is under it
+    # opensearch-py logs every failed request (a 404 flusso expects, a traceback for a refused TLS
+    # handshake) as a warning: flusso says what failed, and what to do, itself
+    logging.getLogger("opensearch").setLevel(logging.WARNING if level == "DEBUG" else logging.ERROR)
 
 
 def _install_stop(stop: threading.Event) -> None:
@@ -88,7 +91,7 @@ def _install_stop(stop: threading.Event) -> None:
 def _validate(config: FlussoConfig) -> int:
     import psycopg
 
-    from .redact import redact_dsn
+    from .refusals import connect_failure
     from .validate import validate
 
     dsn = config.source.dsn.get_secret_value()
@@ -96,7 +99,7 @@ def _validate(config: FlussoConfig) -> int:
         with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
             report = validate(config, conn)
     except psycopg.OperationalError as err:
-        print(f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: {str(err).strip()}", file=sys.stderr)
+        print(connect_failure(dsn, err), file=sys.stderr)
         return EXIT_CONFIG
     for note in report.notes:
         print(f"note: {note}")

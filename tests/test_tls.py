@@ -4,13 +4,14 @@ and scram for a role that is not a superuser, OpenSearch behind HTTPS and basic 
 from __future__ import annotations
 
 import signal
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from .e2e import BOOKSTORE, Flusso, generate, sql, wait_converged, write_config
+from .e2e import BOOKSTORE, Flusso, flusso, generate, sql, wait_converged, write_config
 from .tls import Certs, TlsCluster, TlsProxy
 
 PG_PASSWORD = "pg-Secr3t-7f3a9"  # distinctive, so a leak is found by a grep
@@ -43,16 +44,21 @@ def proxy(certs: Certs) -> Iterator[TlsProxy]:
         px.stop()
 
 
-@pytest.fixture
-def secure(cluster: TlsCluster, proxy: TlsProxy, certs: Certs, index_prefix: str, tmp_path: Path,
-           request) -> tuple[str, Path]:
-    """A bookstore database owned by `flusso` (its schema loaded as flusso, over TLS) and a config that
-    reaches both sides over verify-full TLS with passwords."""
-    name = f"db_{request.node.name[-20:].lower().strip('_')}".replace("[", "_").replace("]", "_")
-    cluster.database(name, "flusso")
-    dsn = cluster.tls_dsn(name, "flusso", PG_PASSWORD)
+def _bookstore(cluster: TlsCluster, owner: str, books: int) -> str:
+    """A new database owned by `owner`, the bookstore's schema loaded as that role over TLS: its DSN."""
+    name = f"db_{uuid.uuid4().hex[:10]}"
+    cluster.database(name, owner)
+    dsn = cluster.tls_dsn(name, owner, PG_PASSWORD)
     sql(dsn, (BOOKSTORE / "schema.sql").read_text())
-    generate(dsn, books=100)
+    generate(dsn, books=books)
+    return dsn
+
+
+@pytest.fixture
+def secure(cluster: TlsCluster, proxy: TlsProxy, certs: Certs, index_prefix: str, tmp_path: Path) -> tuple[str, Path]:
+    """A bookstore database owned by `flusso` and a config that reaches both sides over verify-full TLS
+    with passwords."""
+    dsn = _bookstore(cluster, "flusso", books=100)
     config = write_config(tmp_path / "flusso.yaml", dsn, index_prefix, hosts=[proxy.url()],
                           sink={"username": "writer", "password": SINK_PASSWORD, "ca_certs": str(certs.ca)})
     return dsn, config
@@ -92,3 +98,64 @@ def test_end_to_end_over_tls_with_auth(secure, opensearch) -> None:
     for run in (first, second):
         out = run.output()
         assert PG_PASSWORD not in out and SINK_PASSWORD not in out
+
+
+def _slots(cluster: TlsCluster) -> list[str]:
+    with cluster.admin() as conn:
+        return [name for (name,) in conn.execute("SELECT slot_name FROM pg_replication_slots").fetchall()]
+
+
+# (name, how the DSN differs, how the sink differs, exit code, what the message must say)
+REFUSALS = [
+    ("pg wrong password", {"password": "not-the-pg-password"}, {}, 1,
+     ["PostgreSQL at localhost:", "user flusso", "password authentication failed", "correct the password in "
+      "source.dsn"]),
+    ("pg untrusted ca", {"rootcert": "other"}, {}, 1,
+     ["PostgreSQL at localhost:", "certificate verify failed", "other-ca.crt", "set sslrootcert in source.dsn"]),
+    ("pg hostname mismatch", {"host": "127.0.0.1"}, {}, 1,
+     ["PostgreSQL at 127.0.0.1:", 'does not match host name "127.0.0.1"', "a host name the certificate holds"]),
+    ("pg without tls", {"sslmode": "disable"}, {}, 1,
+     ["PostgreSQL at localhost:", "no encryption", "add sslmode=verify-full"]),
+    ("pg role without replication", {"user": "noreplication"}, {}, 1,
+     ['role "noreplication" may not use replication slots', "ALTER ROLE noreplication REPLICATION"]),
+    ("sink wrong password", {}, {"password": "not-the-sink-password"}, 1,
+     ["OpenSearch at https://localhost:", "refused the credentials of user writer (401)",
+      "check sink.username and sink.password"]),
+    ("sink untrusted ca", {}, {"ca_certs": "other"}, 1,
+     ["OpenSearch at https://localhost:", "not signed by a CA in sink.ca_certs", "certificate verify failed",
+      "set sink.ca_certs to the CA certificate"]),
+    ("sink hostname mismatch", {}, {"host": "127.0.0.1"}, 1,
+     ["OpenSearch at https://127.0.0.1:", "does not name the host", "IP address mismatch",
+      "a host name the certificate holds"]),
+    ("sink user without index privileges", {}, {"username": "reader", "password": READER_PASSWORD}, 2,
+     ["at https://localhost:", "user reader may not do this", "security_exception",
+      'grant user reader the privileges listed in the README']),
+]
+
+
+@pytest.mark.parametrize(("pg", "sink", "code", "says"), [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS])
+def test_refusals_name_endpoint_cause_and_fix(pg, sink, code, says, cluster, proxy, certs, index_prefix,
+                                               tmp_path) -> None:
+    """Each refusal exits 1 before anything runs (no slot left behind) or 2 while running, with the
+    endpoint, the cause and the fix, and never a password."""
+    user = pg.pop("user", "flusso")
+    dsn = _bookstore(cluster, user, books=5)
+    db = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    rootcert = certs.other_ca if pg.pop("rootcert", None) else certs.ca
+    dsn = cluster.tls_dsn(db, user, pg.pop("password", PG_PASSWORD), rootcert=rootcert, **pg)
+    host = sink.pop("host", "localhost")
+    ca = certs.other_ca if sink.pop("ca_certs", None) else certs.ca
+    sink_cfg = {"username": "writer", "password": SINK_PASSWORD, "ca_certs": str(ca), **sink}
+    config = write_config(tmp_path / "flusso.yaml", dsn, index_prefix, hosts=[proxy.url(host)], sink=sink_cfg,
+                          failures={"flush_error": {"retries": 1, "backoff_ms": 50, "max_backoff_ms": 100}})
+    slots = _slots(cluster)
+    done = flusso("run", "--no-live", config=config, timeout=120)
+    out = done.stdout + done.stderr
+    assert done.returncode == code, out
+    for phrase in says:
+        assert phrase in out, f"{phrase!r} not in:\n{out}"
+    for secret in (PG_PASSWORD, SINK_PASSWORD, READER_PASSWORD, "not-the-pg-password", "not-the-sink-password"):
+        assert secret not in out
+    assert "Traceback" not in out
+    if code == 1:
+        assert _slots(cluster) == slots, "a refusal before anything runs created a slot"

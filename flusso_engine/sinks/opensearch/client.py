@@ -26,6 +26,7 @@ from ...config import SinkConfig
 from ...error import SinkError
 from ...policy import FailurePolicies
 from ...redact import scrub, secrets_in
+from .refusals import refusal
 
 
 def client_kwargs(config: SinkConfig, connections: int = 1) -> dict[str, Any]:
@@ -117,6 +118,7 @@ class Requests:
     (every operation reads it when it starts)."""
 
     client: OpenSearch
+    config: SinkConfig
     policies: FailurePolicies
     where: str  # the hosts, redacted: for messages
     _stop: threading.Event
@@ -136,6 +138,11 @@ class Requests:
             except NotFoundError:
                 raise
             except TransportError as err:
+                refused = refusal(err, self.config)
+                if refused is not None:  # no retry cures a certificate, credentials or a missing privilege
+                    cause, fix = refused
+                    raise SinkError(f"{what} at {self.where} failed: OpenSearch refused flusso: "
+                                    f"{self._scrub(cause)}. Fix: {fix}") from err
                 if not transient(err):
                     raise SinkError(f"{what} at {self.where} failed: {self._scrub(describe(err))}") from err
                 retries.wait(what, describe(err))

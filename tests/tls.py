@@ -165,7 +165,7 @@ http {{
         listen 127.0.0.1:{port} ssl;
         ssl_certificate {cert};
         ssl_certificate_key {key};
-        auth_basic "flusso test";
+        {client_auth}auth_basic "flusso test";
         auth_basic_user_file {dir}/htpasswd;
         location / {{
             default_type application/json;
@@ -185,9 +185,10 @@ http {{
 class TlsProxy:
     """nginx terminating HTTPS with basic auth in front of the shared OpenSearch, on a port of its own."""
 
-    def __init__(self, certs: Certs, users: dict[str, str]) -> None:
+    def __init__(self, certs: Certs, users: dict[str, str], *, client_certs: bool = False) -> None:
         self.certs = certs
         self.users = users
+        self.client_certs = client_certs  # require a client certificate signed by the test CA
         self.dir = Path(tempfile.mkdtemp(prefix="flusso-nginx-", dir="/var/tmp"))
         self.port = _free_port()
         self.nginx = ensure_nginx()
@@ -204,7 +205,9 @@ class TlsProxy:
         (self.dir / "htpasswd").write_text("".join(lines))
         conf = self.dir / "nginx.conf"
         conf.write_text(_NGINX_CONF.format(
-            user="user root;\n" if os.geteuid() == 0 else "", dir=self.dir, port=self.port, denied=_DENIED,
+            user="user root;\n" if os.geteuid() == 0 else "", dir=self.dir, client_auth=(
+                f"ssl_client_certificate {self.certs.ca};\n        ssl_verify_client on;\n        "
+                if self.client_certs else ""), port=self.port, denied=_DENIED,
             cert=self.certs.server_cert, key=self.certs.server_key, upstream=OPENSEARCH_URL))
         done = subprocess.run([self.nginx, "-c", str(conf), "-p", str(self.dir), "-e", str(self.dir / "error.log")],
                               capture_output=True, text=True, timeout=30)

@@ -53,6 +53,9 @@ def refusal(err: TransportError, config: SinkConfig) -> tuple[str, str] | None:
                     "set sink.username and sink.password")
         return (f"it refused the credentials of user {user} (401)",
                 "check sink.username and sink.password (or the variables they come from)")
+    if status == 400 and "ssl certificate" in str(err).lower():  # nginx: "No required SSL certificate"
+        return ("it requires a client certificate and none was sent (400)",
+                "set sink.client_cert (and sink.client_key) to a certificate the cluster trusts")
     if status == 403 and "security_exception" in _reason(err):
         who = f"user {user}" if user else "the anonymous user"
         return (f"{who} may not do this ({_reason(err)})", _PRIVILEGES.replace("it", who, 1))

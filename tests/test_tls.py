@@ -3,6 +3,7 @@ and scram for a role that is not a superuser, OpenSearch behind HTTPS and basic 
 
 from __future__ import annotations
 
+import json
 import signal
 import uuid
 from collections.abc import Iterator
@@ -55,12 +56,28 @@ def _bookstore(cluster: TlsCluster, owner: str, books: int) -> str:
 
 
 @pytest.fixture
-def secure(cluster: TlsCluster, proxy: TlsProxy, certs: Certs, index_prefix: str, tmp_path: Path) -> tuple[str, Path]:
-    """A bookstore database owned by `flusso` and a config that reaches both sides over verify-full TLS
-    with passwords."""
+def scoped_proxy(certs: Certs, index_prefix: str) -> Iterator[TlsProxy]:
+    """HTTPS and basic auth where the user `flusso` may touch only what the README grants it: the
+    index's alias, its generations and dead letters, the state index (a 403 for anything else)."""
+    px = TlsProxy(certs, {"flusso": SINK_PASSWORD}, scopes={"flusso": [f"{index_prefix}books"]}).start()
+    try:
+        yield px
+    finally:
+        px.stop()
+
+
+@pytest.fixture
+def secure(cluster: TlsCluster, scoped_proxy: TlsProxy, certs: Certs, index_prefix: str,
+           tmp_path: Path) -> tuple[str, Path]:
+    """A bookstore database owned by the role `flusso` (REPLICATION, not a superuser) and a config that
+    reaches both sides over verify-full TLS with passwords, as the least-privileged users."""
     dsn = _bookstore(cluster, "flusso", books=100)
-    config = write_config(tmp_path / "flusso.yaml", dsn, index_prefix, hosts=[proxy.url()],
-                          sink={"username": "writer", "password": SINK_PASSWORD, "ca_certs": str(certs.ca)})
+    db = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    # the URL form, password in the userinfo (the key=value form is the refusals')
+    url = (f"postgresql://flusso:{PG_PASSWORD}@localhost:{cluster.port}/{db}"
+           f"?sslmode=verify-full&sslrootcert={certs.ca}")
+    config = write_config(tmp_path / "flusso.yaml", url, index_prefix, hosts=[scoped_proxy.url()],
+                          sink={"username": "flusso", "password": SINK_PASSWORD, "ca_certs": str(certs.ca)})
     return dsn, config
 
 
@@ -72,8 +89,10 @@ def _replication_over_tls(dsn: str) -> list[tuple]:
         ).fetchall()
 
 
-def test_end_to_end_over_tls_with_auth(secure, opensearch) -> None:
-    """Backfill, live changes and a restart, over TLS on both sides; the replication connection too."""
+def test_end_to_end_over_tls_with_auth(secure, opensearch, cluster, scoped_proxy, certs, index_prefix) -> None:
+    """Backfill, live changes and a restart, over TLS on both sides, the replication connection too, as
+    a role that is not a superuser and a sink user limited to the README's grants; then every output,
+    log and document flusso wrote is searched for the passwords."""
     dsn, config = secure
     first = Flusso(config)
     try:
@@ -95,9 +114,26 @@ def test_end_to_end_over_tls_with_auth(secure, opensearch) -> None:
         assert docs["3"]["title"] == "while stopped"
     finally:
         second.stop()
-    for run in (first, second):
-        out = run.output()
-        assert PG_PASSWORD not in out and SINK_PASSWORD not in out
+    assert " 403 " not in (scoped_proxy.dir / "access.log").read_text(), "flusso needed more than the README grants"
+    _no_secret_anywhere(config, [first.output(), second.output()], opensearch, cluster, index_prefix)
+
+
+def _no_secret_anywhere(config: Path, outputs: list[str], opensearch, cluster: TlsCluster, prefix: str) -> None:
+    """The passwords are in no output of flusso's commands, no log, no document it wrote (its indexes,
+    dead letters, state documents), and not in the server's log."""
+    for args in (("status", "--json"), ("status",), ("dead-letters",), ("validate",)):
+        done = flusso(*args, config=config, timeout=120)
+        assert done.returncode in (0, 3), done.stdout + done.stderr
+        outputs.append(done.stdout + done.stderr)
+    opensearch.indices.refresh(index=f"{prefix}*,flusso-state", ignore_unavailable=True)
+    for index in (f"{prefix}*", "flusso-state"):
+        hits = opensearch.search(index=index, body={"size": 10000, "query": {"match_all": {}}},
+                                 ignore_unavailable=True)
+        outputs.append(json.dumps(hits))
+        outputs.append(json.dumps(opensearch.indices.get_mapping(index=index, ignore_unavailable=True)))
+    outputs.append(cluster.log())
+    for text in outputs:
+        assert PG_PASSWORD not in text and SINK_PASSWORD not in text
 
 
 def _slots(cluster: TlsCluster) -> list[str]:
@@ -159,3 +195,15 @@ def test_refusals_name_endpoint_cause_and_fix(pg, sink, code, says, cluster, pro
     assert "Traceback" not in out
     if code == 1:
         assert _slots(cluster) == slots, "a refusal before anything runs created a slot"
+
+
+def test_the_scoped_sink_user_is_refused_outside_its_grants(scoped_proxy, certs, index_prefix) -> None:
+    """The least-privilege run above proves something only if the user is limited: another index is a 403."""
+    from opensearchpy import OpenSearch
+    from opensearchpy.exceptions import AuthorizationException, NotFoundError
+
+    client = OpenSearch([scoped_proxy.url()], http_auth=("flusso", SINK_PASSWORD), ca_certs=str(certs.ca))
+    with pytest.raises(AuthorizationException):
+        client.indices.get_mapping(index=f"{index_prefix}other")
+    with pytest.raises(NotFoundError):  # its own index: allowed, not there yet
+        client.indices.get_mapping(index=f"{index_prefix}books__g1")

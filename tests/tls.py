@@ -15,6 +15,7 @@ nginx comes from Debian (`nginx-light`), installed with apt-get when missing.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -157,10 +158,13 @@ http {{
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
     client_max_body_size 100m;
-    map "$remote_user:$request_method" $forbidden {{
+    map "$remote_user:$request_method" $readonly {{
         default 0;
         "~^reader:(PUT|POST|DELETE)$" 1;
     }}
+    map "$remote_user $uri" $outside {{
+        default 0;
+{scopes}    }}
     server {{
         listen 127.0.0.1:{port} ssl;
         ssl_certificate {cert};
@@ -169,7 +173,10 @@ http {{
         auth_basic_user_file {dir}/htpasswd;
         location / {{
             default_type application/json;
-            if ($forbidden) {{
+            if ($outside) {{
+                return 403 '{outside}';
+            }}
+            if ($readonly) {{
                 return 403 '{denied}';
             }}
             proxy_pass {upstream};
@@ -185,9 +192,13 @@ http {{
 class TlsProxy:
     """nginx terminating HTTPS with basic auth in front of the shared OpenSearch, on a port of its own."""
 
-    def __init__(self, certs: Certs, users: dict[str, str], *, client_certs: bool = False) -> None:
+    def __init__(self, certs: Certs, users: dict[str, str], *, client_certs: bool = False,
+                 scopes: dict[str, list[str]] | None = None) -> None:
         self.certs = certs
         self.users = users
+        # user -> the index names (aliases) it may touch, as the README's grants put it: `<name>`,
+        # `<name>__g*`, `<name>-deadletter`, and `flusso-state`; any other path is a 403
+        self.scopes = scopes or {}
         self.client_certs = client_certs  # require a client certificate signed by the test CA
         self.dir = Path(tempfile.mkdtemp(prefix="flusso-nginx-", dir="/var/tmp"))
         self.port = _free_port()
@@ -195,6 +206,17 @@ class TlsProxy:
 
     def url(self, host: str = "localhost") -> str:
         return f"https://{host}:{self.port}"
+
+    def _scopes(self) -> str:
+        """nginx map entries: a scoped user's request outside its indexes (and the few cluster-level
+        endpoints flusso uses: `/`, `_bulk`, `_aliases`, `_alias/<name>`) is outside."""
+        rules = []
+        for user, names in self.scopes.items():
+            alt = "|".join(re.escape(n) for n in names)
+            inside = (rf"(|_bulk|_aliases|_alias/({alt}))$"
+                      rf"|(({alt})(__g[0-9*]*|-deadletter)?|flusso-state)(/|$)")
+            rules.append(f'        "~^{re.escape(user)} /({inside})" 0;\n        "~^{re.escape(user)} " 1;\n')
+        return "".join(rules)
 
     def start(self) -> TlsProxy:
         lines = []
@@ -205,7 +227,8 @@ class TlsProxy:
         (self.dir / "htpasswd").write_text("".join(lines))
         conf = self.dir / "nginx.conf"
         conf.write_text(_NGINX_CONF.format(
-            user="user root;\n" if os.geteuid() == 0 else "", dir=self.dir, client_auth=(
+            user="user root;\n" if os.geteuid() == 0 else "", dir=self.dir, scopes=self._scopes(),
+            outside=_DENIED.replace("indices:data/write", "this index or action"), client_auth=(
                 f"ssl_client_certificate {self.certs.ca};\n        ssl_verify_client on;\n        "
                 if self.client_certs else ""), port=self.port, denied=_DENIED,
             cert=self.certs.server_cert, key=self.certs.server_key, upstream=OPENSEARCH_URL))

@@ -106,8 +106,34 @@ def _validate(config: FlussoConfig) -> int:
     if report.problems:
         print(ConfigError(report.problems), file=sys.stderr)
         return EXIT_CONFIG
+    refused = _sink_refusal(config)
+    if refused:
+        print(refused, file=sys.stderr)
+        return EXIT_CONFIG
     print(f"ok: {len(config.indexes)} index(es), {len(config.tables())} table(s)")
     return EXIT_OK
+
+
+def _sink_refusal(config: FlussoConfig) -> str | None:
+    """Whether the sink refuses flusso (its certificate, the credentials), asked the way `run` asks
+    before anything runs; None if it answers or is merely unreachable for now."""
+    from . import registry
+    from .error import Refused
+    from .policy import FailurePolicies
+
+    context = registry.Context.for_sink(config, FailurePolicies.from_config(config.failures))
+    sink = registry.create("sinks", config.sink.type, context)
+    try:
+        preflight = getattr(sink, "preflight", None)
+        if preflight is not None:
+            preflight()
+    except Refused as err:
+        return str(err)
+    finally:
+        close = getattr(sink, "close", None)
+        if close is not None:
+            close()
+    return None
 
 
 def _engine(config: FlussoConfig, stop: threading.Event, progress: bool = False):

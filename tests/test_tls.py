@@ -185,8 +185,10 @@ def test_refusals_name_endpoint_cause_and_fix(pg, sink, code, says, cluster, pro
     config = write_config(tmp_path / "flusso.yaml", dsn, index_prefix, hosts=[proxy.url(host)], sink=sink_cfg,
                           failures={"flush_error": {"retries": 1, "backoff_ms": 50, "max_backoff_ms": 100}})
     slots = _slots(cluster)
+    checked = flusso("validate", config=config, timeout=120)  # validate refuses what run refuses before it runs
+    assert checked.returncode == (1 if code == 1 else 0), checked.stdout + checked.stderr
     done = flusso("run", "--no-live", config=config, timeout=120)
-    out = done.stdout + done.stderr
+    out = done.stdout + done.stderr + checked.stdout + checked.stderr
     assert done.returncode == code, out
     for phrase in says:
         assert phrase in out, f"{phrase!r} not in:\n{out}"

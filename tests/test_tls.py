@@ -12,6 +12,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from flusso_engine.config import load_config
+
 from .e2e import BOOKSTORE, Flusso, flusso, generate, sql, wait_converged, write_config
 from .tls import Certs, TlsCluster, TlsProxy
 
@@ -209,3 +211,35 @@ def test_the_scoped_sink_user_is_refused_outside_its_grants(scoped_proxy, certs,
         client.indices.get_mapping(index=f"{index_prefix}other")
     with pytest.raises(NotFoundError):  # its own index: allowed, not there yet
         client.indices.get_mapping(index=f"{index_prefix}books__g1")
+
+
+def test_a_role_that_owns_nothing(cluster: TlsCluster, scoped_proxy, certs, index_prefix, tmp_path, opensearch) -> None:
+    """The README's second variant: another role owns the tables and prepares the publication and the
+    replica identity; flusso's role has REPLICATION, USAGE and SELECT only, and runs end to end."""
+    with cluster.admin() as conn:
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'app'").fetchone()
+    if not exists:
+        cluster.role("app", PG_PASSWORD, replication=False)
+    app = _bookstore(cluster, "app", books=30)
+    db = psycopg.conninfo.conninfo_to_dict(app)["dbname"]
+    dsn = cluster.tls_dsn(db, "flusso", PG_PASSWORD)
+    config = write_config(tmp_path / "flusso.yaml", dsn, index_prefix, hosts=[scoped_proxy.url()],
+                          sink={"username": "flusso", "password": SINK_PASSWORD, "ca_certs": str(certs.ca)})
+    publication = load_config(config).source.publication
+    tables = ", ".join(sorted(load_config(config).tables()))
+    sql(app, f"CREATE PUBLICATION {publication} FOR TABLE {tables}",
+        "ALTER TABLE public.review REPLICA IDENTITY FULL",
+        "GRANT USAGE ON SCHEMA public TO flusso", "GRANT SELECT ON ALL TABLES IN SCHEMA public TO flusso")
+    checked = flusso("validate", config=config)  # flusso could not turn publish_via_partition_root on itself
+    assert checked.returncode == 1 and "SET (publish_via_partition_root = true) as its owner" in checked.stderr
+    sql(app, f"ALTER PUBLICATION {publication} SET (publish_via_partition_root = true)")
+    checked = flusso("validate", config=config)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    run = Flusso(config)
+    try:
+        run.wait_for("live capture started", timeout=120)
+        wait_converged(opensearch, config)
+        sql(app, "UPDATE book SET title = 'owned by app' WHERE id = 5")
+        assert wait_converged(opensearch, config)["5"]["title"] == "owned by app"
+    finally:
+        run.stop()

@@ -243,3 +243,15 @@ def test_a_role_that_owns_nothing(cluster: TlsCluster, scoped_proxy, certs, inde
         assert wait_converged(opensearch, config)["5"]["title"] == "owned by app"
     finally:
         run.stop()
+
+
+def test_verify_certs_false_works_and_warns_loudly(cluster, proxy, certs, index_prefix, tmp_path, opensearch) -> None:
+    """An untrusted certificate goes through with verify_certs: false, and every start says what that costs."""
+    dsn = _bookstore(cluster, "flusso", books=5)
+    config = write_config(tmp_path / "flusso.yaml", dsn, index_prefix, hosts=[proxy.url()],
+                          sink={"username": "writer", "password": SINK_PASSWORD, "verify_certs": False})
+    done = flusso("run", "--no-live", config=config, timeout=120)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "sink.verify_certs is false" in out and "NOT checked" in out and "Set verify_certs: true" in out
+    assert SINK_PASSWORD not in out

@@ -255,3 +255,46 @@ def test_verify_certs_false_works_and_warns_loudly(cluster, proxy, certs, index_
     assert done.returncode == 0, out
     assert "sink.verify_certs is false" in out and "NOT checked" in out and "Set verify_certs: true" in out
     assert SINK_PASSWORD not in out
+
+
+def test_dagster_keeps_no_secret(cluster, scoped_proxy, certs, index_prefix, tmp_path, monkeypatch) -> None:
+    """A partition materialized over TLS, its secrets given as environment variables (`EnvVar`s), and one
+    refused for a wrong password: Dagster's storage, logs, metadata and run config hold neither password."""
+    import yaml
+    from dagster import instance_for_test, materialize
+
+    from flusso_dagster.assets import build_search_index, index_partitions
+    from flusso_dagster.checks import build_checks
+    from flusso_dagster.factory import flusso_resource
+    from flusso_dagster.project import Project
+
+    dsn = _bookstore(cluster, "flusso", books=20)
+    config = write_config(tmp_path / "flusso.yaml", "${FLUSSO_PG_DSN}", index_prefix, hosts=[scoped_proxy.url()],
+                          sink={"username": "flusso", "password": "${OPENSEARCH_PASSWORD}", "ca_certs": str(certs.ca)})
+    raw = yaml.safe_load(config.read_text())
+    assert raw["source"]["dsn"] == "${FLUSSO_PG_DSN}"
+    monkeypatch.setenv("FLUSSO_PG_DSN", dsn)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    texts: list[str] = []
+    with instance_for_test(temp_dir=str(home)) as instance:
+        for password in (SINK_PASSWORD, "os-Wrong-4c3b2a"):
+            monkeypatch.setenv("OPENSEARCH_PASSWORD", password)
+            project = Project.from_env(config, env={"FLUSSO_HEARTBEAT_S": "1"})
+            partitions = index_partitions(project)
+            asset = build_search_index(partitions)
+            result = materialize([asset, build_checks(asset, partitions)], partition_key=project.indexes[0],
+                                 resources={"flusso": flusso_resource(project)}, instance=instance,
+                                 raise_on_error=False)
+            assert result.success == (password == SINK_PASSWORD)
+            for event in instance.all_logs(result.run_id):
+                texts.append(repr(event))
+            run = instance.get_run_by_id(result.run_id)
+            texts.append(repr(run.run_config) + repr(run.tags))
+        assert "refused the credentials of user flusso" in "".join(texts)
+    stored = [path for path in home.rglob("*") if path.is_file()]
+    assert any(path.suffix == ".db" for path in stored), stored  # the run and event storage, on disk
+    texts += [path.read_bytes().decode("utf-8", "replace") for path in stored]
+    for text in texts:
+        for secret in (PG_PASSWORD, SINK_PASSWORD, "os-Wrong-4c3b2a"):
+            assert secret not in text

@@ -91,7 +91,7 @@ def _install_stop(stop: threading.Event) -> None:
 def _validate(config: FlussoConfig) -> int:
     import psycopg
 
-    from .refusals import connect_failure
+    from .refusals import connect_failure, endpoint
     from .validate import validate
 
     dsn = config.source.dsn.get_secret_value()
@@ -104,7 +104,7 @@ def _validate(config: FlussoConfig) -> int:
     for note in report.notes:
         print(f"note: {note}")
     if report.problems:
-        print(ConfigError(report.problems), file=sys.stderr)
+        print(ConfigError(report.problems, f"flusso.yaml, checked against {endpoint(dsn)}"), file=sys.stderr)
         return EXIT_CONFIG
     refused = _sink_refusal(config)
     if refused:

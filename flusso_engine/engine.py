@@ -28,7 +28,7 @@ from .observer import BackfillReport, LagReport, LoggingObserver, Observer
 from .pipeline import CaptureThread, Worker, drive
 from .plan import make_plan
 from .policy import BatchPolicy, FailurePolicies
-from .refusals import connect_failure
+from .refusals import connect_failure, endpoint
 from .registry import Context
 from .reseeds import Reseeds
 from .routing import Routing
@@ -96,7 +96,8 @@ class Engine(Reseeds, SlotIdentity):
             baseline = lsn_to_int(conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])
             self.catalog = read_catalog(conn, self.config.tables())
             if check:
-                validate(self.config, conn, self.catalog).raise_for_problems()
+                where = f"flusso.yaml, checked against {endpoint(self._dsn)}"
+                validate(self.config, conn, self.catalog).raise_for_problems(where)
             self.system_identifier = str(
                 conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0]
             )

@@ -111,6 +111,9 @@ def _setup_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
     logging.getLogger("flusso_engine").setLevel(level)  # every module's logger is under it
+    # opensearch-py logs every failed request (a 404 flusso expects, a traceback for a refused TLS
+    # handshake) as a warning: flusso says what failed, and what to do, itself
+    logging.getLogger("opensearch").setLevel(logging.WARNING if level == "DEBUG" else logging.ERROR)
 
 
 def _install_stop(stop: threading.Event) -> None:
@@ -128,7 +131,7 @@ def _install_stop(stop: threading.Event) -> None:
 def _validate(config: FlussoConfig) -> int:
     import psycopg
 
-    from .redact import redact_dsn
+    from .refusals import connect_failure, endpoint
     from .validate import validate
 
     dsn = config.source.dsn.get_secret_value()
@@ -136,15 +139,41 @@ def _validate(config: FlussoConfig) -> int:
         with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
             report = validate(config, conn)
     except psycopg.OperationalError as err:
-        print(f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: {str(err).strip()}", file=sys.stderr)
+        print(connect_failure(dsn, err), file=sys.stderr)
         return EXIT_CONFIG
     for note in report.notes:
         print(f"note: {note}")
     if report.problems:
-        print(ConfigError(report.problems), file=sys.stderr)
+        print(ConfigError(report.problems, f"flusso.yaml, checked against {endpoint(dsn)}"), file=sys.stderr)
+        return EXIT_CONFIG
+    refused = _sink_refusal(config)
+    if refused:
+        print(refused, file=sys.stderr)
         return EXIT_CONFIG
     print(f"ok: {len(config.indexes)} index(es), {len(config.tables())} table(s)")
     return EXIT_OK
+
+
+def _sink_refusal(config: FlussoConfig) -> str | None:
+    """Whether the sink refuses flusso (its certificate, the credentials), asked the way `run` asks
+    before anything runs; None if it answers or is merely unreachable for now."""
+    from . import registry
+    from .error import Refused
+    from .policy import FailurePolicies
+
+    context = registry.Context.for_sink(config, FailurePolicies.from_config(config.failures))
+    sink = registry.create("sinks", config.sink.type, context)
+    try:
+        preflight = getattr(sink, "preflight", None)
+        if preflight is not None:
+            preflight()
+    except Refused as err:
+        return str(err)
+    finally:
+        close = getattr(sink, "close", None)
+        if close is not None:
+            close()
+    return None
 
 
 def _engine(config: FlussoConfig, stop: threading.Event, progress: bool = False):

@@ -28,7 +28,7 @@ from .observer import BackfillReport, LagReport, LoggingObserver, Observer
 from .pipeline import CaptureThread, Worker, drive
 from .plan import make_plan
 from .policy import BatchPolicy, FailurePolicies
-from .redact import redact_dsn
+from .refusals import connect_failure, endpoint
 from .registry import Context
 from .reseeds import Reseeds
 from .routing import Routing
@@ -96,7 +96,8 @@ class Engine(Reseeds, SlotIdentity):
             baseline = lsn_to_int(conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])
             self.catalog = read_catalog(conn, self.config.tables())
             if check:
-                validate(self.config, conn, self.catalog).raise_for_problems()
+                where = f"flusso.yaml, checked against {endpoint(self._dsn)}"
+                validate(self.config, conn, self.catalog).raise_for_problems(where)
             self.system_identifier = str(
                 conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0]
             )
@@ -107,6 +108,14 @@ class Engine(Reseeds, SlotIdentity):
         self.builder: DocumentBuilder = registry.create("documents", "sql", self.context)
         self.capture: ChangeCapture = registry.create("capture", self.config.source.capture, self.context)
         self.sink: Sink = registry.create("sinks", self.config.sink.type, self.context)
+        preflight = getattr(self.sink, "preflight", None)  # a sink may refuse flusso before anything runs
+        if preflight is not None:
+            try:
+                preflight()
+            except BaseException:
+                for part in (self.capture, self.builder, self.sink):
+                    getattr(part, "close", lambda: None)()
+                raise
         self.slot_guard = SlotGuard(self.sink, self.config.source.slot, self.system_identifier,
                                     on_limit=self.capture.set_limit)
         self.capture.verify_slot = self._verify_slot
@@ -127,10 +136,7 @@ class Engine(Reseeds, SlotIdentity):
             with psycopg.connect(self._dsn, connect_timeout=10):
                 pass
         except psycopg.OperationalError as err:
-            raise SourceError(
-                f"cannot connect to PostgreSQL at {redact_dsn(self._dsn)}: {str(err).strip()}. "
-                "Check source.dsn and that the server is running."
-            ) from err
+            raise SourceError(connect_failure(self._dsn, err)) from err
 
     def close(self) -> None:
         if not self._opened:

@@ -37,6 +37,11 @@ class SourceError(FlussoError):
     """The database: settings, privileges, a lost connection, a slot held by someone else."""
 
 
+class Refused(FlussoError):
+    """An endpoint refused flusso before anything ran (its certificate, the credentials, a privilege):
+    exit 1, with the endpoint, the cause and the fix."""
+
+
 class SinkError(FlussoError):
     """The sink kept failing after its retries: nothing past the last good flush was acked."""
 

@@ -21,8 +21,8 @@ def redact_dsn(dsn: str) -> str:
     """
     dsn = re.sub(r"(://[^:/?#@]*:)[^/?#]*@", r"\1***@", dsn)
     dsn = re.sub(r"(://[^:/?#@]*:).*@", r"\1***@", dsn)  # a password holding "/" or "@"
-    dsn = re.sub(r"([?&]password=)[^&]*", r"\1***", dsn, flags=re.IGNORECASE)
-    return re.sub(r"(\bpassword\s*=\s*)('(?:\\.|[^'])*'?|\S+)", r"\1***", dsn, flags=re.IGNORECASE)
+    dsn = re.sub(r"([?&](?:ssl)?password=)[^&]*", r"\1***", dsn, flags=re.IGNORECASE)  # sslpassword: the key's
+    return re.sub(r"(\b(?:ssl)?password\s*=\s*)('(?:\\.|[^'])*'?|\S+)", r"\1***", dsn, flags=re.IGNORECASE)
 
 
 def redact_url(url: str) -> str:

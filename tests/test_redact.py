@@ -25,6 +25,8 @@ SECRET = "s3cr3t-pw-9f2c"
         ),
         (f"host=db password = '{SECRET} x' dbname=shop", "host=db password = *** dbname=shop"),
         ("postgresql://flusso@db/shop", "postgresql://flusso@db/shop"),
+        (f"host=db sslkey=/k sslpassword={SECRET} dbname=shop", "host=db sslkey=/k sslpassword=*** dbname=shop"),
+        (f"postgresql://db/shop?sslmode=verify-full&sslpassword={SECRET}", None),
     ],
 )
 def test_redact_dsn_hides_the_password(dsn: str, shown: str | None) -> None:

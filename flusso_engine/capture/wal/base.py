@@ -20,6 +20,7 @@ from psycopg import errors
 from ...changes import Position
 from ...error import SourceError
 from ...keys import conninfo
+from ...refusals import connect_failure
 from .. import Repairs  # noqa: F401 - re-exported
 from .schema import Expected, State
 
@@ -100,7 +101,7 @@ class WalBase:
         try:
             conn = psycopg.connect(self._conninfo(), autocommit=True)
         except psycopg.OperationalError as err:
-            raise SourceError(f"cannot connect to PostgreSQL: {first_line(err)}") from err
+            raise SourceError(connect_failure(self._dsn, err)) from err
         try:
             yield conn
         finally:

@@ -55,6 +55,7 @@ class Publication:
     all_tables: bool
     actions: frozenset[str]
     tables: frozenset[str]
+    via_root: bool = True  # publish_via_partition_root, which `run` sets (partitions' changes as their root's)
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,8 @@ SELECT pg_has_role(p.pubowner, 'MEMBER'), p.puballtables,
                           CASE WHEN p.pubdelete THEN 'delete' END,
                           CASE WHEN p.pubtruncate THEN 'truncate' END], NULL),
        ARRAY(SELECT t.schemaname || '.' || t.tablename
-             FROM pg_publication_tables t WHERE t.pubname = p.pubname)
+             FROM pg_publication_tables t WHERE t.pubname = p.pubname),
+       p.pubviaroot
 FROM pg_publication p WHERE p.pubname = %s
 """
 _OWNED = """
@@ -129,7 +131,7 @@ def read_server(conn: psycopg.Connection, config: FlussoConfig, catalog: Catalog
         slots_used=wal.slots_used,
         slot=Slot(info.plugin, info.slot_type, info.database, info.wal_status, info.active_pid) if info else None,
         publication=(
-            Publication(pub_row[0], pub_row[1], frozenset(pub_row[2]), frozenset(pub_row[3]))
+            Publication(pub_row[0], pub_row[1], frozenset(pub_row[2]), frozenset(pub_row[3]), pub_row[4])
             if pub_row
             else None
         ),
@@ -259,6 +261,15 @@ def _judge_publication(
                     f"publication {name} does not publish {', '.join(lacking)}, so those changes would be "
                     f"missed: run ALTER PUBLICATION {sql_name(name)} SET (publish = '{', '.join(_ACTIONS)}') "
                     "as its owner",
+                )
+            )
+        elif not pub.via_root and not pub.owned and not server.superuser:
+            found.problems.append(
+                Problem(
+                    "source.publication",
+                    f'publication {name} has publish_via_partition_root off, which flusso needs, and role '
+                    f'"{server.user}" does not own it to turn it on: run ALTER PUBLICATION {sql_name(name)} '
+                    "SET (publish_via_partition_root = true) as its owner",
                 )
             )
     to_add = tables if pub is None else [] if pub.all_tables else [t for t in tables if t not in pub.tables]

@@ -21,6 +21,7 @@ from psycopg import errors, pq, sql
 from ...backoff import Attempts, Backoff
 from ...changes import Change, Position, commit, int_to_lsn
 from ...error import SourceError
+from ...refusals import connect_failure
 from . import pgoutput
 from .base import Lost, Rel, WalBase, first_line, retryable
 from .pgoutput import UNCHANGED, Value
@@ -120,7 +121,7 @@ class Stream(WalBase):
                 conn = psycopg.connect(self._conninfo(), autocommit=True, replication="database")
             except psycopg.OperationalError as err:
                 if refused(err):
-                    raise SourceError(f"cannot open a replication connection: {first_line(err)}") from err
+                    raise SourceError(f"replication connection: {connect_failure(self._dsn, err)}") from err
                 raise Lost(first_line(err)) from err
             try:
                 conn.pgconn.send_query(command.as_bytes(conn))

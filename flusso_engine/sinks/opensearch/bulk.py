@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opensearchpy.exceptions import ConnectionError as TransportConnectionError
-from opensearchpy.exceptions import TransportError
+from opensearchpy.exceptions import SSLError, TransportError
 
 from ...changes import DocId
 from ...config import SinkConfig
@@ -39,6 +39,7 @@ from ...error import SinkError
 from .. import FlushReport, PendingWrite
 from .client import Requests, Retries, describe, retryable, transient
 from .index_errors import IndexWide, index_wide
+from .refusals import refusal
 
 MAX_ID_BYTES = 512  # OpenSearch refuses a longer `_id` (UTF-8), failing the whole bulk request
 
@@ -190,6 +191,10 @@ class Bulk(Requests):
                 if wide is not None and err.status_code != 401:
                     retries.wait("bulk write", wide.cause, wide.fix)
                     continue
+                refused = refusal(err, self.config) if isinstance(err, SSLError) else None
+                if refused is not None:  # a certificate does not change between retries
+                    raise SinkError(f"bulk write at {self.where} failed: OpenSearch refused flusso: "
+                                    f"{self._scrub(refused[0])}. Fix: {refused[1]}") from err
                 if not transient(err):
                     raise SinkError(
                         f"bulk write at {self.where} failed: {self._scrub(describe(err))}"

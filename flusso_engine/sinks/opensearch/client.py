@@ -13,6 +13,7 @@ library put in it.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -23,9 +24,10 @@ from opensearchpy.exceptions import ConnectionError as TransportConnectionError
 from opensearchpy.exceptions import NotFoundError, TransportError
 
 from ...config import SinkConfig
-from ...error import SinkError
+from ...error import ConfigError, Problem, SinkError
 from ...policy import FailurePolicies
 from ...redact import scrub, secrets_in
+from .refusals import refusal
 
 
 def client_kwargs(config: SinkConfig, connections: int = 1) -> dict[str, Any]:
@@ -48,15 +50,42 @@ def client_kwargs(config: SinkConfig, connections: int = 1) -> dict[str, Any]:
     }
     if config.ca_certs:
         kwargs["ca_certs"] = config.ca_certs
-    if config.username:
+    if config.client_cert:
+        kwargs["client_cert"] = config.client_cert
+    if config.client_key:
+        kwargs["client_key"] = config.client_key
+    if config.auth == "aws_sigv4":
+        kwargs["http_auth"] = aws_auth(config)
+    elif config.username:
         password = config.password.get_secret_value() if config.password else ""
         kwargs["http_auth"] = (config.username, password)
     return kwargs
 
 
+def aws_auth(config: SinkConfig) -> Any:
+    """opensearch-py's SigV4 signer for the config's region and service, with the credentials of the
+    standard AWS chain (botocore: environment, shared profile, container or instance role)."""
+    try:
+        import boto3
+    except ImportError as err:
+        raise ConfigError([Problem("sink.auth", "aws_sigv4 needs boto3: pip install 'flusso[aws]' "
+                                                "(or pip install boto3)")]) from err
+    from opensearchpy import Urllib3AWSV4SignerAuth  # the signer for the urllib3 connection flusso uses
+
+    credentials = boto3.Session().get_credentials()
+    if credentials is None:
+        raise ConfigError([Problem("sink.auth", "aws_sigv4 found no AWS credentials in the standard chain: set "
+                                                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or "
+                                                "run with an instance or task role")])
+    return Urllib3AWSV4SignerAuth(credentials, config.aws_region, config.aws_service)
+
+
 def secrets_of(config: SinkConfig) -> frozenset[str]:
-    """Every password the config holds (in a host's userinfo, or `sink.password`): never shown."""
-    return secrets_in(config.hosts, config.password.get_secret_value() if config.password else None)
+    """Every password the config holds (in a host's userinfo, or `sink.password`), and with aws_sigv4 the
+    AWS secret key and session token of the environment: never shown."""
+    aws = (os.environ.get("AWS_SECRET_ACCESS_KEY"), os.environ.get("AWS_SESSION_TOKEN")) \
+        if config.auth == "aws_sigv4" else ()
+    return secrets_in(config.hosts, config.password.get_secret_value() if config.password else None, *aws)
 
 
 def describe(err: TransportError) -> str:
@@ -117,6 +146,7 @@ class Requests:
     (every operation reads it when it starts)."""
 
     client: OpenSearch
+    config: SinkConfig
     policies: FailurePolicies
     where: str  # the hosts, redacted: for messages
     _stop: threading.Event
@@ -136,6 +166,11 @@ class Requests:
             except NotFoundError:
                 raise
             except TransportError as err:
+                refused = refusal(err, self.config)
+                if refused is not None:  # no retry cures a certificate, credentials or a missing privilege
+                    cause, fix = refused
+                    raise SinkError(f"{what} at {self.where} failed: OpenSearch refused flusso: "
+                                    f"{self._scrub(cause)}. Fix: {fix}") from err
                 if not transient(err):
                     raise SinkError(f"{what} at {self.where} failed: {self._scrub(describe(err))}") from err
                 retries.wait(what, describe(err))

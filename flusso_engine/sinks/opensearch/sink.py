@@ -30,6 +30,7 @@ from opensearchpy import OpenSearch
 
 from ...changes import DocId
 from ...config import SinkConfig
+from ...error import Refused
 from ...policy import FailurePolicies
 from ...redact import redact_url
 from .. import FlushReport, PendingWrite, WriteBuffer
@@ -38,6 +39,7 @@ from .bulk import encode_writes
 from .client import client_kwargs, secrets_of
 from .deadletters import DeadLetters
 from .marker import Markers
+from .refusals import preflight
 from .state import StateDocuments
 
 
@@ -69,6 +71,19 @@ class OpenSearchSink(Aliases, Markers, DeadLetters, StateDocuments):
         self._dead_letter_indexes = set()
         self._dead_letter_lock = threading.Lock()
         self._state_ready = False
+        if not config.verify_certs and any(h.startswith("https") for h in config.hosts):
+            self._log.warning(
+                "sink.verify_certs is false: the certificate of %s is NOT checked, so anyone on the path can "
+                "read and change what flusso sends, credentials included. Set verify_certs: true and "
+                "ca_certs to the CA that signed the cluster's certificate", self.where)
+
+    def preflight(self) -> None:
+        """Refuse now, before anything runs, if OpenSearch refuses flusso's certificate check, credentials
+        or first request (`refusals.preflight`); raises `Refused` (exit 1)."""
+        refused = preflight(self.client, self.config)
+        if refused is not None:
+            cause, fix = refused
+            raise Refused(f"OpenSearch at {self.where} refused flusso: {self._scrub(cause)}. Fix: {fix}")
 
     def close(self) -> None:
         self.client.close()

@@ -223,11 +223,12 @@ class TlsProxy:
 
     def _scopes(self) -> str:
         """nginx map entries: a scoped user's request outside its indexes (and the few cluster-level
-        endpoints flusso uses: `/`, `_bulk`, `_aliases`, `_alias/<name>`) is outside."""
+        endpoints flusso uses: `/`, `_bulk`, `_aliases`, `_alias/<name>`, and `_search` and
+        `_search/point_in_time` for a point in time over its indexes: `flusso verify`) is outside."""
         rules = []
         for user, names in self.scopes.items():
             alt = "|".join(re.escape(n) for n in names)
-            inside = (rf"(|_bulk|_aliases|_alias/({alt}))$"
+            inside = (rf"(|_bulk|_aliases|_alias/({alt})|_search|_search/point_in_time)$"
                       rf"|(({alt})(__g[0-9*]*|-deadletter)?|flusso-state)(/|$)")
             rules.append(f'        "~^{re.escape(user)} /({inside})" 0;\n        "~^{re.escape(user)} " 1;\n')
         return "".join(rules)

@@ -121,6 +121,24 @@ def test_aws_sigv4_signs_every_request(recorder: str, monkeypatch) -> None:
     assert AWS_SECRET in sink._secrets  # scrubbed from any message, like a password
 
 
+def test_aws_secrets_from_a_shared_profile_are_scrubbed_too(tmp_path: Path, monkeypatch) -> None:
+    """Credentials the standard chain reads from a profile (not the environment) are secrets as well."""
+    pytest.importorskip("boto3", reason="boto3 is in the dev extra (pip install -e '.[dev]')")
+    from flusso_engine.sinks.opensearch.client import secrets_of
+
+    profile_secret = "aws-Pr0file-Secr3t-9f8e"
+    credentials = tmp_path / "credentials"
+    credentials.write_text(f"[flusso]\naws_access_key_id = AKIDPROFILE\naws_secret_access_key = {profile_secret}\n")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_PROFILE", "flusso")
+    config = SinkConfig(type="opensearch", hosts=["https://search.example"], auth="aws_sigv4",
+                        aws_region="eu-west-1", aws_service="es")
+    assert profile_secret in secrets_of(config)
+
+
 def test_aws_sigv4_config_needs_a_region_and_no_password() -> None:
     with pytest.raises(ValidationError) as err:
         SinkConfig(type="opensearch", hosts=["https://search.example"], auth="aws_sigv4", username="u",

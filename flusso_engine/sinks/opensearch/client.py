@@ -82,10 +82,24 @@ def aws_auth(config: SinkConfig) -> Any:
 
 def secrets_of(config: SinkConfig) -> frozenset[str]:
     """Every password the config holds (in a host's userinfo, or `sink.password`), and with aws_sigv4 the
-    AWS secret key and session token of the environment: never shown."""
-    aws = (os.environ.get("AWS_SECRET_ACCESS_KEY"), os.environ.get("AWS_SESSION_TOKEN")) \
-        if config.auth == "aws_sigv4" else ()
+    AWS secret key and session token, from the environment or wherever the standard chain found them
+    (a shared profile, a container or instance role): never shown."""
+    aws = _aws_secrets() if config.auth == "aws_sigv4" else ()
     return secrets_in(config.hosts, config.password.get_secret_value() if config.password else None, *aws)
+
+
+def _aws_secrets() -> tuple[str | None, ...]:
+    found: list[str | None] = [os.environ.get("AWS_SECRET_ACCESS_KEY"), os.environ.get("AWS_SESSION_TOKEN")]
+    try:
+        import boto3
+
+        credentials = boto3.Session().get_credentials()
+        frozen = credentials.get_frozen_credentials() if credentials is not None else None
+    except Exception:  # noqa: BLE001 - no boto3, or no credentials: `aws_auth` says so
+        frozen = None
+    if frozen is not None:
+        found += [frozen.secret_key, frozen.token]
+    return tuple(found)
 
 
 def describe(err: TransportError) -> str:

@@ -368,7 +368,7 @@ def main() -> int:
     config, index = write_config(workdir / "flusso.yaml", dsn, args.opensearch, args.name)
     flusso("teardown", "--yes", config=config)  # a slot a crashed run left behind
     report.update(books=args.books, generation_s=generated, index=index, slot=args.name,
-                  parameters={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                  parameters=harness.public({k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}),
                   mix=dict(MIX), workdir=str(workdir))
     try:
         log("backfill")

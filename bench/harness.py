@@ -36,12 +36,19 @@ from generate import generate  # noqa: E402
 from flusso_engine.capture.wal import read_slot  # noqa: E402
 from flusso_engine.changes import lsn_to_int  # noqa: E402
 from flusso_engine.config import read_yaml  # noqa: E402
+from flusso_engine.redact import redact_dsn  # noqa: E402
 
 FLUSSO = [sys.executable, "-m", "flusso_engine.cli"]
 DEFAULT_DSN = os.environ.get("FLUSSO_PG_DSN", "postgresql://postgres:postgres@127.0.0.1:5432/postgres")
 DEFAULT_OPENSEARCH = os.environ.get("OPENSEARCH_URL", "http://127.0.0.1:9200")
 DIRTY = "bench_dirty"  # a table the writers create: the rows are no longer the generated ones
 OPENSEARCH_PORT = "9200"  # which JVM is "opensearch": the one serving this port (others are noise)
+
+
+def public(parameters: dict[str, Any]) -> dict[str, Any]:
+    """A run's parameters fit for a results file: a DSN's or URL's password hidden (results are committed)."""
+    return {k: redact_dsn(v) if isinstance(v, str) and ("://" in v or "password=" in v) else v
+            for k, v in parameters.items()}
 
 
 def log(text: str) -> None:

@@ -237,7 +237,7 @@ def run(p: Params, name: str, note: str | None = None) -> dict[str, Any]:
     """The scenario with its context, written to bench/results/<name>.json."""
     report: dict[str, Any] = {"benchmark": "reseed", "name": name, "note": note, **harness.git_commit(),
                               "machine": harness.machine(), "started_at": datetime.now().isoformat(timespec="seconds"),
-                              "parameters": asdict(p), "mix": dict(MIX)}
+                              "parameters": harness.public(asdict(p)), "mix": dict(MIX)}
     began = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="flusso-bench-reseed-"))
     report.update(run_reseed(p, workdir))

@@ -216,7 +216,7 @@ def main() -> int:
     report: dict[str, Any] = {"benchmark": "run", "name": args.name, **harness.git_commit(),
                               "machine": harness.machine(),
                               "started_at": datetime.now().isoformat(timespec="seconds"), "books": args.books,
-                              "parameters": vars(args), "targets": TARGETS}
+                              "parameters": harness.public(vars(args)), "targets": TARGETS}
     workdir = Path(tempfile.mkdtemp(prefix="flusso-bench-run-"))
 
     report["opensearch_uptime_s"] = warm_up(args, workdir)

@@ -169,6 +169,20 @@ class Generations:
             time.sleep(0.02)
         raise StateConflict(f"the state of index {alias} kept changing while flusso wrote it; try again")
 
+    def reserve(self, alias: str, check: Callable[[IndexState], None] = lambda state: None) -> int:
+        """The next generation number of `alias`, taken for good (after `check` of the state passes),
+        so that two processes never create the same physical index."""
+        taken: list[int] = []
+
+        def take(state: IndexState) -> IndexState:
+            check(state)
+            taken[:] = [state.next_generation]
+            state.next_generation += 1
+            return state
+
+        self.update(alias, take)
+        return taken[0]
+
     def reconcile(self, alias: str) -> IndexState:
         """Make the state agree with the sink: the alias decides what serves; a rebuild whose process
         is gone is abandoned and its generation deleted; generations nobody accounts for are deleted."""

@@ -161,16 +161,7 @@ class Rebuild:
         definition = self.builder.definition_hash(index)
         state = self.gens.reconcile(index)
         self._check_free(state)
-        reserved: list[int] = []
-
-        def reserve(s: IndexState) -> IndexState:
-            self._check_free(s)
-            reserved[:] = [s.next_generation]
-            s.next_generation += 1
-            return s
-
-        self.gens.update(index, reserve)
-        generation = reserved[0]
+        generation = self.gens.reserve(index, self._check_free)
         name = self.name = physical(index, generation)
         self.sink.create_generation(name, mapping, generation)
         frozen = self._frozen = state.serving is not None and state.serving_hash != definition

@@ -131,16 +131,9 @@ class Reseeds:
         supersede(gens, self.sink, index, "its root table was truncated")
         position = self.capture.current_position()
         tables = self.capture.table_fingerprints(sorted(self.index_tables(index)))
-        claimed: list[int] = []
-
-        def take_number(s):  # noqa: ANN001, ANN202 - IndexState
-            claimed[:] = [s.next_generation]
-            s.next_generation += 1
-            return s
-
-        gens.update(index, take_number)
-        name = physical(index, claimed[0])
-        self.sink.create_generation(name, mapping, claimed[0])
+        generation = gens.reserve(index)
+        name = physical(index, generation)
+        self.sink.create_generation(name, mapping, generation)
         self.sink.finish_generation(name, mapping)
         self.sink.mark_seeded(name, self.marker(index, position, tables))
         later: list[str] = []

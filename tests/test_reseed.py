@@ -295,6 +295,11 @@ def test_live_engine_killed_during_a_rebuild_resumes_dual_writes(store: Store, o
     the kill at its third) fall inside the rebuild; 1000 more books make the rebuild long enough.
     """
     sql(store.dsn, "INSERT INTO book (isbn, title) SELECT 'extra-' || g, 'Extra ' || g FROM generate_series(1, 1000) g")
+    # the restarted engine's catch-up batch in one chunk: chunks go by id, new rows have the highest,
+    # so a refresh between chunks would show a backlog's root delete before its insert (reseed_bound.py)
+    raw = yaml.safe_load(store.config.read_text())
+    raw["batch"]["max_changes"] = 5000
+    store.config.write_text(yaml.safe_dump(raw, sort_keys=False))
     run = store.start(converge=True, env={"FLUSSO_FAILPOINT": "live_flush:3"})
     before = serving_generation(opensearch, store.alias)
     rebuild: dict = {}

@@ -191,7 +191,7 @@ def _status(config: FlussoConfig, as_json: bool) -> int:
         indexes = [engine.index_status(i) for i in config.indexes]
     finally:
         engine.close()
-    info, server = health.info, health.server
+    info = health.info
     code = EXIT_OK if health.ok else EXIT_ATTENTION
     data = {
         "slot": config.source.slot,
@@ -219,9 +219,30 @@ def _status(config: FlussoConfig, as_json: bool) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from .units import human_bytes
 
     console = Console(soft_wrap=True)  # a reason is one line, whatever the terminal's width
+    if health.backlog is not None or (info is None and config.source.capture == "polling"):
+        _polling_lines(console, config, health)
+    else:
+        _wal_lines(console, config, health, data)
+    style = {"critical": "bold red", "warning": "bold yellow", "advice": "cyan", "ok": "bold green"}
+    for reason in health.reasons:
+        console.print(f"[{style[reason.level]}]{reason.level}[/]: {escape(reason.message)}. Fix: {escape(reason.fix)}")
+    console.print(f"health: [{style[health.level]}]{health.level}[/]")
+    table = Table("index", "seeded", "documents", "root rows", "definition", "serving", "building")
+    for s in indexes:
+        table.add_row(s.index, "yes" if s.seeded else "no", str(s.documents), str(s.rows),
+                      "current" if s.definition_current else "changed: reseed" if s.target else "no index yet",
+                      *_generations(s.generations, s.target))
+    console.print(table)
+    return code
+
+
+def _wal_lines(console, config: FlussoConfig, health, data: dict) -> None:  # noqa: ANN001 - rich Console, SlotHealth
+    """The slot and the server's WAL, as `status` shows them for capture: wal."""
+    from .units import human_bytes
+
+    info, server = health.info, health.server
     if info is None:
         console.print(f"slot [bold]{config.source.slot}[/]: not created yet (`flusso run` creates it)")
     else:
@@ -239,17 +260,25 @@ def _status(config: FlussoConfig, as_json: bool) -> int:
     facts.append(f"disk free {human_bytes(disk.free_bytes)} of {human_bytes(disk.total_bytes)}"
                  if disk.free_bytes is not None else f"disk free {disk.note}")
     console.print("server: " + ", ".join(facts), markup=False)
-    style = {"critical": "bold red", "warning": "bold yellow", "advice": "cyan", "ok": "bold green"}
-    for reason in health.reasons:
-        console.print(f"[{style[reason.level]}]{reason.level}[/]: {escape(reason.message)}. Fix: {escape(reason.fix)}")
-    console.print(f"health: [{style[health.level]}]{health.level}[/]")
-    table = Table("index", "seeded", "documents", "root rows", "definition", "serving", "building")
-    for s in indexes:
-        table.add_row(s.index, "yes" if s.seeded else "no", str(s.documents), str(s.rows),
-                      "current" if s.definition_current else "changed: reseed" if s.target else "no index yet",
-                      *_generations(s.generations, s.target))
-    console.print(table)
-    return code
+
+
+def _polling_lines(console, config: FlussoConfig, health) -> None:  # noqa: ANN001 - rich Console, SlotHealth
+    """The cursor and the change log's backlog, as `status` shows them for capture: polling."""
+    from .units import human_bytes
+
+    info, b, src = health.info, health.backlog, config.source
+    if info is None or b is None:
+        console.print(f"slot [bold]{src.slot}[/] (polling): not installed yet (`flusso run` creates the change log "
+                      f"and triggers in schema {src.polling_schema})")
+        return
+    oldest = f"{b.oldest_s:.0f}s" if b.oldest_s is not None else "none"
+    console.print(f"slot [bold]{src.slot}[/] (polling, schema {src.polling_schema}): confirmed "
+                  f"{int_to_lsn(info.confirmed_flush_lsn or 0)}, {'active' if info.active else 'inactive'}, backlog "
+                  f"{b.rows} rows in {b.transactions} transactions, oldest unacknowledged {oldest}, change log "
+                  f"{human_bytes(b.bytes)}")
+    if b.horizon_s is not None:
+        console.print(f"oldest open transaction: {b.horizon_s:.0f}s (pid {b.horizon_pid}, {b.horizon_what})",
+                      markup=False)
 
 
 def _generations(state, target: str | None) -> tuple[str, str]:  # noqa: ANN001 - generations.IndexState or None
@@ -324,21 +353,28 @@ def _index_names(config: FlussoConfig, only: Sequence[str] | None) -> list[str]:
     return [n for n in names if not only or n in only]
 
 
+def _set_up(config: FlussoConfig) -> str:
+    """What `run` set up for capture, in the words teardown uses."""
+    src = config.source
+    if src.capture == "polling":
+        return f"the triggers flusso_{src.slot}, change log and cursor {src.slot} in schema {src.polling_schema}"
+    return f"slot {src.slot} and publication {src.publication}"
+
+
 def _teardown(config: FlussoConfig, yes: bool) -> int:
     if not yes:
         if not sys.stdin.isatty():
-            print("teardown drops the slot and publication: pass --yes to confirm", file=sys.stderr)
+            print(f"teardown drops {_set_up(config)}: pass --yes to confirm", file=sys.stderr)
             return EXIT_CONFIG
-        answer = input(f"drop slot {config.source.slot} and publication {config.source.publication}? [y/N] ")
+        answer = input(f"drop {_set_up(config)}? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing dropped")
             return EXIT_OK
     from .engine import Engine
 
-    src = config.source
     with Engine(config).open(check=False) as engine:
         engine.teardown()
-    print(f"dropped slot {src.slot} and publication {src.publication}")
+    print(f"dropped {_set_up(config)}")
     return EXIT_OK
 
 

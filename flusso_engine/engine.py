@@ -235,6 +235,7 @@ class Engine(Reseeds, SlotIdentity):
             why += [f"REPLICA IDENTITY FULL had to be set again on {t} (or a partition of it), so old rows "
                     "sent meanwhile may have lacked what finds a moved or deleted row's documents"
                     for t in sorted(tables & repairs.identity_set)]
+            why += [repairs.missed[t] for t in sorted(tables & repairs.missed.keys())]
             marker = self.sink.seed_marker(index)
             for table, then in sorted((marker.tables if marker is not None else {}).items()):
                 now = current.get(table)

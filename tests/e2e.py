@@ -40,11 +40,16 @@ def write_config(
     failures: dict[str, Any] | None = None,
     sink: dict[str, Any] | None = None,
     indexes: dict[str, Any] | None = None,
+    capture: str = "wal",
 ) -> Path:
-    """The bookstore's flusso.yaml pointed at a test's database, with its own slot and index names."""
+    """The bookstore's flusso.yaml pointed at a test's database, with its own slot and index names,
+    capturing with `capture` (wal, or polling: triggers and a change log)."""
     raw = read_yaml((BOOKSTORE / "flusso.yaml").read_text())
     name = f"t_{uuid.uuid4().hex[:10]}"
-    raw["source"].update(dsn=dsn, slot=name, publication=name)
+    raw["source"].update(dsn=dsn, slot=name, publication=name, capture=capture)
+    if capture == "polling":
+        del raw["source"]["publication"]
+        raw["source"]["poll_interval_ms"] = 100
     raw["sink"]["hosts"] = hosts or [os.environ.get("FLUSSO_TEST_OPENSEARCH_URL", "http://127.0.0.1:9200")]
     raw["sink"].update(sink or {})
     if batch:
@@ -193,6 +198,23 @@ def slot_confirmed(dsn: str, slot: str) -> int | None:
         row = conn.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
                            (slot,)).fetchone()
     return lsn_to_int(row[0]) if row and row[0] else None
+
+
+def confirmed(config_path: Path) -> int | None:
+    """The position capture confirmed last: the slot's `confirmed_flush_lsn` (wal), the cursor's
+    position (polling); None when there is no slot or cursor."""
+    source = load_config(config_path).source
+    dsn = source.dsn.get_secret_value()
+    if source.capture == "wal":
+        return slot_confirmed(dsn, source.slot)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        exists = conn.execute("SELECT to_regclass(format('%%I.cursors', %s::text)) IS NOT NULL",
+                              (source.polling_schema,)).fetchone()[0]
+        if not exists:
+            return None
+        row = conn.execute(pgsql.SQL("SELECT position FROM {} WHERE slot = %s").format(
+            pgsql.Identifier(source.polling_schema, "cursors")), (source.slot,)).fetchone()
+    return int(row[0]) if row else None
 
 
 def current_lsn(dsn: str) -> int:

@@ -66,6 +66,13 @@ class PrivateCluster:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.dsn(name)
 
+    def restart(self, mode: str = "fast") -> None:
+        """Stop (`immediate`: as a crash does, every connection cut) and start again on the same port."""
+        self._as_pg(str(BINDIR / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+        done = self._as_pg(str(BINDIR / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"), "-w",
+                           "-t", "60", "start")
+        assert done.returncode == 0, done.stdout + done.stderr + self.log()
+
     def stop(self) -> None:
         self._as_pg(str(BINDIR / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -13,13 +13,14 @@ import pytest
 
 from flusso_engine.config import load_config
 
-from .e2e import Flusso, current_lsn, flusso, generate, index_docs, slot_confirmed, sql, wait_converged, write_config
+from .e2e import Flusso, confirmed, current_lsn, flusso, generate, index_docs, sql, wait_converged, write_config
 
 
-@pytest.fixture
-def bookstore(bookstore_db: str, index_prefix: str, tmp_path: Path) -> tuple[str, Path]:
+@pytest.fixture(params=["wal", "polling"])
+def bookstore(request, bookstore_db: str, index_prefix: str, tmp_path: Path) -> tuple[str, Path]:
+    """The bookstore, captured by each backend in turn."""
     generate(bookstore_db, books=200)
-    return bookstore_db, write_config(tmp_path / "flusso.yaml", bookstore_db, index_prefix)
+    return bookstore_db, write_config(tmp_path / "flusso.yaml", bookstore_db, index_prefix, capture=request.param)
 
 
 def test_backfill_then_every_kind_of_change_converges(bookstore, opensearch) -> None:
@@ -78,7 +79,6 @@ def test_backfill_then_every_kind_of_change_converges(bookstore, opensearch) -> 
 
 def test_sigterm_flushes_and_acks_everything_read(bookstore, opensearch) -> None:
     dsn, config = bookstore
-    slot = load_config(config).source.slot
     run = Flusso(config)
     run.wait_for("live capture started")
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -88,7 +88,7 @@ def test_sigterm_flushes_and_acks_everything_read(bookstore, opensearch) -> None
     wait_converged(opensearch, config)
     run.signal(signal.SIGTERM)
     assert run.wait(60) == 0, run.output()[-3000:]
-    assert slot_confirmed(dsn, slot) >= after_writes
+    assert confirmed(config) >= after_writes
 
 
 def test_validate_exit_codes(bookstore, tmp_path: Path) -> None:
@@ -105,7 +105,7 @@ def test_validate_exit_codes(bookstore, tmp_path: Path) -> None:
 
 def test_status_then_teardown(bookstore, opensearch) -> None:
     dsn, config = bookstore
-    slot = load_config(config).source.slot
+    source = load_config(config).source
     index = next(iter(load_config(config).indexes))
     assert flusso("run", "--no-live", config=config).returncode == 0
     status = json.loads(flusso("status", "--json", config=config).stdout)
@@ -117,9 +117,13 @@ def test_status_then_teardown(bookstore, opensearch) -> None:
     assert (shown["alias"], shown["serving"], shown["building"]) == (index, f"{index}__g1", None)
     refused = flusso("teardown", config=config, stdin=subprocess.DEVNULL)
     assert refused.returncode == 1 and "--yes" in refused.stderr
-    assert slot_confirmed(dsn, slot) is not None
+    assert confirmed(config) is not None
     done = flusso("teardown", "--yes", config=config)
     assert done.returncode == 0, done.stderr
-    assert slot_confirmed(dsn, slot) is None
+    assert confirmed(config) is None
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT count(*) FROM pg_publication").fetchone()[0] == 0
+        # polling's triggers and schema are gone too
+        assert conn.execute("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'flusso%'").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s",
+                            (source.polling_schema,)).fetchone()[0] == 0

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql as pgsql
 
 from flusso_engine.config import load_config
 
@@ -44,11 +45,29 @@ def pending_in_slot(dsn: str, config: Path) -> bytes:
     return b"".join(bytes(r[0]) for r in rows)
 
 
-@pytest.fixture
-def bookstore(bookstore_db: str, index_prefix: str, tmp_path: Path) -> tuple[str, Path]:
+def pending(dsn: str, config: Path, text: bytes, table: str, key: int) -> bool:
+    """Whether capture would deliver the change again: `text` in what the slot holds (wal), or a
+    change-log row of `table` whose `id` is `key` that the cursor has not passed (polling)."""
+    source = load_config(config).source
+    if source.capture == "wal":
+        return text in pending_in_slot(dsn, config)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            pgsql.SQL("SELECT count(*) FROM {c} AS c JOIN {k} AS k ON k.slot = c.slot WHERE c.slot = %s "
+                      "AND c.tbl = %s AND coalesce(c.new, c.old) ->> 'id' = %s "
+                      "AND NOT pg_visible_in_snapshot(c.xid, k.snapshot)").format(
+                c=pgsql.Identifier(source.polling_schema, "changes"),
+                k=pgsql.Identifier(source.polling_schema, "cursors")),
+            (source.slot, f"public.{table}", str(key))).fetchone()
+    return bool(row[0])
+
+
+@pytest.fixture(params=["wal", "polling"])
+def bookstore(request, bookstore_db: str, index_prefix: str, tmp_path: Path) -> tuple[str, Path]:
+    """The bookstore, captured by each backend in turn."""
     generate(bookstore_db, books=300)
     return bookstore_db, write_config(tmp_path / "flusso.yaml", bookstore_db, index_prefix,
-                                      batch={"max_changes": 100, "max_delay_ms": 100})
+                                      batch={"max_changes": 100, "max_delay_ms": 100}, capture=request.param)
 
 
 def test_kill_after_flush_before_ack_redelivers(bookstore, opensearch) -> None:
@@ -58,7 +77,7 @@ def test_kill_after_flush_before_ack_redelivers(bookstore, opensearch) -> None:
     sql(dsn, "UPDATE book SET title = 'crash-after-flush' WHERE id BETWEEN 1 AND 20")
     assert run.wait(60) == -signal.SIGKILL
     # the documents were flushed, but the slot still holds the transaction: it was never acked
-    assert b"crash-after-flush" in pending_in_slot(dsn, config)
+    assert pending(dsn, config, b"crash-after-flush", "book", 20)
     restarted = Flusso(config)
     try:
         restarted.wait_for("flushed 20 changes")  # the redelivered transaction, applied again
@@ -66,7 +85,7 @@ def test_kill_after_flush_before_ack_redelivers(bookstore, opensearch) -> None:
         assert docs["1"]["title"] == "crash-after-flush"
     finally:
         restarted.stop()
-    assert b"crash-after-flush" not in pending_in_slot(dsn, config)
+    assert not pending(dsn, config, b"crash-after-flush", "book", 20)
 
 
 def test_kill_in_the_middle_of_a_backfill(bookstore, opensearch) -> None:
@@ -117,7 +136,7 @@ def test_kill_while_changes_arrive_then_restart_without_a_manual_step(bookstore,
 def test_transaction_larger_than_a_batch_is_not_acked_before_its_end(bookstore, opensearch) -> None:
     dsn, config = bookstore
     cfg = write_config(config, dsn, next(iter(load_config(config).indexes)).removesuffix("books"),
-                       batch={"max_changes": 1000, "max_delay_ms": 200})
+                       batch={"max_changes": 1000, "max_delay_ms": 200}, capture=load_config(config).source.capture)
     run = Flusso(cfg, env={"FLUSSO_FAILPOINT": "live_flush:1"})
     run.wait_for("live capture started")
     wait_converged(opensearch, cfg)
@@ -125,8 +144,8 @@ def test_transaction_larger_than_a_batch_is_not_acked_before_its_end(bookstore, 
              "FROM generate_series(10001, 15000) g")
     assert run.wait(60) == -signal.SIGKILL
     # killed after the first chunk's flush: the whole transaction is still in the slot
-    assert b"big-15000" in pending_in_slot(dsn, cfg)
-    assert b"big-10001" in pending_in_slot(dsn, cfg)
+    assert pending(dsn, cfg, b"big-15000", "book", 15000)
+    assert pending(dsn, cfg, b"big-10001", "book", 10001)
     restarted = Flusso(cfg)
     try:
         assert len(wait_converged(opensearch, cfg, timeout=120)) == 5300
@@ -134,13 +153,14 @@ def test_transaction_larger_than_a_batch_is_not_acked_before_its_end(bookstore, 
         restarted.stop()
 
 
-@pytest.mark.parametrize("policy", ["fail", "skip", "dead_letter"])
-def test_poison_document(policy: str, bookstore_db: str, index_prefix: str, tmp_path: Path, opensearch) -> None:
+@pytest.mark.parametrize("policy,capture", [("fail", "wal"), ("skip", "wal"), ("dead_letter", "wal"),
+                                            ("fail", "polling")])
+def test_poison_document(policy: str, capture: str, bookstore_db: str, index_prefix: str, tmp_path: Path,
+                         opensearch) -> None:
     generate(bookstore_db, books=50)
     sql(bookstore_db, "UPDATE book SET subtitle = NULL")
-    raw_indexes = None
     config = write_config(tmp_path / "flusso.yaml", bookstore_db, index_prefix, failures={"item_rejection": policy},
-                          indexes=raw_indexes)
+                          capture=capture)
     # subtitle mapped as a number: a text value in it is a document OpenSearch rejects
     config.write_text(config.read_text().replace("      genres:\n        type: keyword\n",
                                                  "      genres:\n        type: keyword\n      subtitle:\n"
@@ -153,7 +173,7 @@ def test_poison_document(policy: str, bookstore_db: str, index_prefix: str, tmp_
     if policy == "fail":
         assert run.wait(60) == 2
         assert "was rejected" in run.output()
-        assert b"not a number" in pending_in_slot(bookstore_db, config)
+        assert pending(bookstore_db, config, b"not a number", "book", 7)
         return
     try:
         deadline = time.monotonic() + 30

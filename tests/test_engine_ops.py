@@ -18,7 +18,7 @@ from flusso_engine.engine import Engine
 from flusso_engine.observer import BatchStats, LoggingObserver
 
 from .e2e import ROOT, Flusso, generate, index_docs, slot_confirmed, sql, wait_converged, write_config
-from .test_engine_faults import pending_in_slot
+from .test_engine_faults import pending
 
 
 class Recorder(LoggingObserver):
@@ -145,10 +145,11 @@ def test_slot_held_by_another_process_exits_2_after_the_wait(bookstore_db: str, 
 
 
 @pytest.mark.slow
-def test_postgres_restart_while_running_converges(bookstore_db: str, index_prefix: str, tmp_path: Path,
+@pytest.mark.parametrize("capture", ["wal", "polling"])
+def test_postgres_restart_while_running_converges(capture: str, bookstore_db: str, index_prefix: str, tmp_path: Path,
                                                   opensearch) -> None:
     generate(bookstore_db, books=100)
-    config = write_config(tmp_path / "flusso.yaml", bookstore_db, index_prefix)
+    config = write_config(tmp_path / "flusso.yaml", bookstore_db, index_prefix, capture=capture)
     run = Flusso(config)
     try:
         run.wait_for("live capture started")
@@ -170,10 +171,11 @@ def test_postgres_restart_while_running_converges(bookstore_db: str, index_prefi
 
 
 @pytest.mark.slow
-def test_opensearch_outage_exits_2_unacked_then_restart_converges(bookstore_db: str, index_prefix: str,
+@pytest.mark.parametrize("capture", ["wal", "polling"])
+def test_opensearch_outage_exits_2_unacked_then_restart_converges(capture: str, bookstore_db: str, index_prefix: str,
                                                                   tmp_path: Path, opensearch) -> None:
     generate(bookstore_db, books=100)
-    config = write_config(tmp_path / "flusso.yaml", bookstore_db, index_prefix,
+    config = write_config(tmp_path / "flusso.yaml", bookstore_db, index_prefix, capture=capture,
                           failures={"flush_error": {"retries": 2, "backoff_ms": 100, "max_backoff_ms": 500}})
     run = Flusso(config)
     run.wait_for("live capture started")
@@ -184,7 +186,7 @@ def test_opensearch_outage_exits_2_unacked_then_restart_converges(bookstore_db: 
         assert run.wait(120) == 2, run.output()[-3000:]
         # the flush (or the slot-bound write just before its bulk request) gave up: nothing acked
         assert "failed after 3 attempts" in run.output() and "OpenSearch is up and reachable" in run.output()
-        assert b"during the outage" in pending_in_slot(bookstore_db, config)
+        assert pending(bookstore_db, config, b"during the outage", "book", 10)
     finally:
         subprocess.run(["bash", "services/opensearch.sh", "up"], cwd=ROOT, check=True)
     restarted = Flusso(config)

@@ -1,6 +1,6 @@
 """Where changes come from: the `ChangeCapture` protocol, everything the engine asks of a capture.
 
-A backend is a folder below this one (`wal/`), whose `create(context)` the registry calls for
+A backend is a folder below this one (`wal/`, `polling/`), whose `create(context)` the registry calls for
 `source.capture: <name>`. Types every part may read are here and in `slots.py`.
 """
 
@@ -22,6 +22,8 @@ class Repairs:
     tables_added: set[str] = field(default_factory=set)  # configured tables the publication lacked
     identity_set: set[str] = field(default_factory=set)  # tables (or a partition of them) set to FULL
     slot_advanced: bool = False  # moved past WAL it could not decode without the publication
+    # any backend: table -> why its changes may have been missed (e.g. a trigger that had to be made again)
+    missed: dict[str, str] = field(default_factory=dict)
 
 
 class ChangeCapture(Protocol):

@@ -1,5 +1,7 @@
 """What a capture says about its slot and its health, in types every part may read.
 
+Polling fills them too (`capture/polling/health.py`), with a `Backlog` instead of the WAL's numbers.
+
 The WAL backend fills them (`capture/wal/slot.py` reads `pg_replication_slots` in its one query,
 `capture/wal/health.py` judges it); `flusso status`, validation and the Dagster slot check show them.
 """
@@ -77,6 +79,19 @@ class Disk:
 
 
 @dataclass(frozen=True)
+class Backlog:
+    """What polling capture has not had acknowledged yet, and the oldest open transaction (its horizon)."""
+
+    rows: int  # change-log rows not yet acknowledged
+    transactions: int
+    oldest_s: float | None  # age of the oldest unacknowledged row
+    bytes: int  # the change log's size on disk (every slot's rows)
+    horizon_pid: int | None = None  # the oldest open transaction of another session
+    horizon_s: float | None = None  # its age
+    horizon_what: str = ""  # who and what it is, for the message
+
+
+@dataclass(frozen=True)
 class SlotHealth:
     slot: str
     level: Literal["ok", "warning", "critical"]
@@ -84,6 +99,7 @@ class SlotHealth:
     info: SlotInfo | None = None
     server: WalServer | None = None
     disk: Disk = field(default_factory=Disk)
+    backlog: Backlog | None = None  # polling capture: its change log instead of the WAL
 
     @property
     def ok(self) -> bool:
@@ -94,6 +110,11 @@ class SlotHealth:
         info, server = self.info, self.server
         if info is None:
             return f"slot {self.slot}: does not exist"
+        if self.backlog is not None:
+            b = self.backlog
+            oldest = f", oldest {b.oldest_s:.0f}s old" if b.oldest_s is not None else ""
+            return (f"slot {self.slot} (polling): {'active' if info.active else 'inactive'}, backlog {b.rows} "
+                    f"rows in {b.transactions} transactions{oldest}, change log {human_bytes(b.bytes)}")
         parts = [
             "active" if info.active else "inactive",
             f"lag {human_bytes(info.lag_bytes)}",
@@ -119,4 +140,5 @@ class SlotHealth:
             "max_slot_wal_keep_size_bytes": server.max_slot_wal_keep_size if server else None,
             "max_wal_size_bytes": server.max_wal_size if server else None,
             "disk": asdict(self.disk),
+            **({"backlog": asdict(self.backlog)} if self.backlog is not None else {}),
         }

@@ -1,24 +1,30 @@
-"""`source:`: the PostgreSQL database to read, its replication slot and publication."""
+"""`source:`: the PostgreSQL database to read, and how its changes are captured: a replication slot
+and publication (`capture: wal`), or triggers and a change log in a schema of flusso's own
+(`capture: polling`), whose cursor the slot's name names."""
 
 from __future__ import annotations
 
 import re
 
 import psycopg
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from .base import Strict
 from .messages import suggest
 
-_NAME = re.compile(r"^[a-z0-9_]{1,63}$")  # replication slot and publication names
+_NAME = re.compile(r"^[a-z0-9_]{1,63}$")  # replication slot, publication and schema names
+POLLING_SLOT_MAX = 56  # `flusso_` + the slot names polling's triggers, within PostgreSQL's 63 bytes
 
 
 class SourceConfig(Strict):
     dsn: SecretStr
     capture: str = "wal"  # a backend folder below capture/ (or one registered): see registry.py
-    slot: str
-    publication: str
+    slot: str  # the replication slot (wal); the change log's cursor and triggers' name (polling)
+    publication: str | None = None  # wal only (required there)
     slot_wait_s: float = Field(60.0, ge=0)
+    poll_interval_ms: int = Field(200, ge=10, le=60_000)  # polling: how often the change log is read
+    polling_schema: str = "flusso"  # polling: the schema of flusso's own that holds the change log
+    long_transaction_warn_s: float = Field(300.0, gt=0)  # polling: a transaction open this long is a warning
 
     @field_validator("capture")
     @classmethod
@@ -46,12 +52,26 @@ class SourceConfig(Strict):
             )
         return v
 
-    @field_validator("slot", "publication")
+    @model_validator(mode="after")
+    def _capture_needs(self) -> SourceConfig:
+        """A slot's publication is the WAL's; polling names its triggers after the slot (63 bytes)."""
+        if self.capture == "wal" and self.publication is None:
+            raise ValueError(f'capture: wal needs a publication: add e.g. `publication: {self.slot}`')
+        if self.capture == "polling" and len(self.slot) > POLLING_SLOT_MAX:
+            raise ValueError(
+                f'slot "{self.slot}" is {len(self.slot)} characters long: with capture: polling it names the '
+                f'triggers flusso_<slot>, so use at most {POLLING_SLOT_MAX}'
+            )
+        return self
+
+    @field_validator("slot", "publication", "polling_schema")
     @classmethod
-    def _name(cls, v: str, info: ValidationInfo) -> str:
+    def _name(cls, v: str | None, info: ValidationInfo) -> str | None:
         """Names go into SQL and the replication protocol unquoted by some tools: keep them plain."""
+        if v is None:
+            return v
         if not _NAME.match(v):
-            what = "replication slot" if info.field_name == "slot" else "publication"
+            what = {"slot": "replication slot", "publication": "publication"}.get(info.field_name, "schema")
             fixed = re.sub(r"[^a-z0-9_]", "_", v.lower())[:63] or "flusso"
             raise ValueError(
                 f'"{v}" is not a valid {what} name (lower-case letters, digits and _ only, at most 63): '

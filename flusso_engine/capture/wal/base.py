@@ -22,11 +22,10 @@ from ...error import SourceError
 from ...keys import conninfo
 from ...refusals import connect_failure
 from .. import Repairs  # noqa: F401 - re-exported
+from ..errors import first_line, retryable  # noqa: F401 - re-exported
 from .schema import Expected, State
 
 log = logging.getLogger("flusso_engine.capture.wal")  # one logger for the backend, whatever the piece
-
-_RETRYABLE_CLASSES = ("08", "53", "57")  # connection exception, insufficient resources, operator intervention
 
 
 class Lost(Exception):
@@ -106,18 +105,6 @@ class WalBase:
             yield conn
         finally:
             conn.close()
-
-
-def retryable(err: psycopg.Error) -> bool:
-    """Whether a reconnect may cure `err`: no SQLSTATE (the connection itself failed), or one of the
-    classes that say the server or the link is the trouble rather than the request."""
-    state = err.sqlstate or ""
-    return not state or state.startswith(_RETRYABLE_CLASSES)
-
-
-def first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 @contextmanager

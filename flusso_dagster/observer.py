@@ -33,8 +33,8 @@ class DagsterObserver(LoggingObserver):
 
     def lag(self, report: LagReport) -> None:
         # Recorded as the heartbeat observation; the run's log only gets it at debug level.
-        self.log.debug("slot %s: lag %s bytes, confirmed %s, %.0f changes/s",
-                       report.slot, report.lag_bytes, report.confirmed_lsn, report.changes_per_s)
+        self.log.debug("slot %s: lag %s bytes, confirmed %s, %.0f changes/s%s", report.slot, report.lag_bytes,
+                       report.confirmed_lsn, report.changes_per_s, report.backlog_text())
         with self._lock:
             self.latest_lag, self.latest_lag_at = report, time.time()
 

@@ -282,6 +282,12 @@ class Heartbeat:
                 "confirmed_lsn": lag.confirmed_lsn or "unknown",
                 "lag_measured_s_ago": round(time.time() - lag_at, 1),
             }
+            if lag.backlog_rows is not None:  # capture: polling: its change log, and what holds it back
+                metadata |= {
+                    "backlog_rows": MetadataValue.int(lag.backlog_rows),
+                    "oldest_unacked_s": round(lag.oldest_unacked_s or 0.0, 1),
+                    "oldest_open_transaction_s": (round(lag.horizon_s, 1) if lag.horizon_s is not None else "none"),
+                }
         self.context.log_event(AssetObservation(asset_key=LIVE_ASSET, metadata=metadata))
 
 

@@ -66,14 +66,23 @@ def observation_metadata(health: SlotHealth) -> dict:
         metadata["max_slot_wal_keep_size"] = MetadataValue.int(server.max_slot_wal_keep_size)
     if disk.free_bytes is not None:
         metadata["disk_free_bytes"] = MetadataValue.int(disk.free_bytes)
+    backlog = health.backlog
+    if backlog is not None:  # capture: polling: the change log instead of the WAL
+        metadata |= {"backlog_rows": MetadataValue.int(backlog.rows),
+                     "change_log_bytes": MetadataValue.int(backlog.bytes)}
+        if backlog.oldest_s is not None:
+            metadata["oldest_unacked_s"] = round(backlog.oldest_s, 1)
+        if backlog.horizon_s is not None:
+            metadata["oldest_open_transaction_s"] = round(backlog.horizon_s, 1)
     return metadata
 
 
 def build_slot_check() -> AssetChecksDefinition:
     @asset_check(asset=LIVE_ASSET, name=SLOT_CHECK, description=(
         "The replication slot is not pinning WAL unnoticed: it fails when the slot is inactive with lag above "
-        "slot.warn_lag, close to max_slot_wal_keep_size, unreserved or lost (invalidated). slot_health_sensor "
-        "evaluates it on a schedule of its own, whether or not live_capture runs."
+        "slot.warn_lag, close to max_slot_wal_keep_size, unreserved or lost (invalidated); with capture: polling, "
+        "when the change log grows with nobody polling it or a long transaction holds back its horizon. "
+        "slot_health_sensor evaluates it on a schedule of its own, whether or not live_capture runs."
     ))
     def slot_health(context: AssetCheckExecutionContext, flusso: FlussoResource) -> AssetCheckResult:
         health = flusso.slot_health()

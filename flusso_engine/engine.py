@@ -186,8 +186,8 @@ class Engine(Reseeds, SlotIdentity):
         """
         if recreate_slot:
             self.capture.drop_slot()
-            log.warning("dropped replication slot %s (--recreate-slot): every index will be reseeded",
-                        self.config.source.slot)
+            what = "polling cursor" if self.config.source.capture == "polling" else "replication slot"
+            log.warning("dropped %s %s (--recreate-slot): every index will be reseeded", what, self.config.source.slot)
         created = self.capture.prepare(self.config.tables())
         missed = {} if created else self._missed(self.capture.repairs)
         for index in self.config.indexes:
@@ -305,11 +305,16 @@ class Engine(Reseeds, SlotIdentity):
 
     def report_lag(self, worker_changes: int = 0, seconds: float = 0.0) -> LagReport:
         info = self.capture.slot_info()
+        reader = getattr(self.capture, "backlog", None)  # a capture with a change log of its own (polling)
+        backlog = reader() if callable(reader) else None
         report = LagReport(
             slot=self.config.source.slot,
             lag_bytes=info.lag_bytes if info else None,
             confirmed_lsn=int_to_lsn(info.confirmed_flush_lsn) if info and info.confirmed_flush_lsn else None,
             changes_per_s=worker_changes / seconds if seconds > 0 else 0.0,
+            backlog_rows=backlog.rows if backlog else None,
+            oldest_unacked_s=backlog.oldest_s if backlog else None,
+            horizon_s=backlog.horizon_s if backlog else None,
         )
         self.observer.lag(report)
         return report

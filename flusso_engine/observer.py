@@ -54,6 +54,18 @@ class LagReport:
     lag_bytes: int | None
     confirmed_lsn: str | None
     changes_per_s: float = 0.0
+    # capture: polling: its change log's unacknowledged rows and the oldest one's age, and the oldest
+    # open transaction (it holds back the horizon); None for the WAL
+    backlog_rows: int | None = None
+    oldest_unacked_s: float | None = None
+    horizon_s: float | None = None
+
+    def backlog_text(self) -> str:
+        if self.backlog_rows is None:
+            return ""
+        oldest = f", oldest {self.oldest_unacked_s:.0f}s" if self.oldest_unacked_s is not None else ""
+        horizon = f", oldest open transaction {self.horizon_s:.0f}s" if self.horizon_s is not None else ""
+        return f", backlog {self.backlog_rows} rows{oldest}{horizon}"
 
 
 class Observer(Protocol):
@@ -107,8 +119,8 @@ class LoggingObserver:
 
     def lag(self, report: LagReport) -> None:
         self.log.info(
-            "slot %s: lag %s bytes, confirmed %s, %.0f changes/s",
-            report.slot, report.lag_bytes, report.confirmed_lsn, report.changes_per_s,
+            "slot %s: lag %s bytes, confirmed %s, %.0f changes/s%s",
+            report.slot, report.lag_bytes, report.confirmed_lsn, report.changes_per_s, report.backlog_text(),
         )
 
 

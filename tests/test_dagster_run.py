@@ -43,11 +43,15 @@ BOOKS = 150
 sys.path.insert(0, str(ROOT / "examples" / "bookstore"))
 
 
-def _write_config(path: Path, dsn: str, prefix: str, slot: str, extra_index: bool = False) -> Path:
+def _write_config(path: Path, dsn: str, prefix: str, slot: str, extra_index: bool = False,
+                  capture: str = "wal") -> Path:
     from flusso_engine.config import read_yaml
 
     raw = read_yaml((ROOT / "examples/bookstore/flusso.yaml").read_text())
-    raw["source"].update(dsn=dsn, slot=slot, publication=slot)
+    raw["source"].update(dsn=dsn, slot=slot, publication=slot, capture=capture)
+    if capture == "polling":
+        del raw["source"]["publication"]
+        raw["source"]["poll_interval_ms"] = 100
     raw["sink"]["hosts"] = [OPENSEARCH_URL]
     raw["batch"] = {"max_changes": 200, "max_delay_ms": 50}
     indexes = {f"{prefix}books": raw["indexes"]["books"]}
@@ -59,13 +63,13 @@ def _write_config(path: Path, dsn: str, prefix: str, slot: str, extra_index: boo
     return path
 
 
-def _project(tmp_path: Path, dsn: str, prefix: str, extra_index: bool = False) -> Project:
+def _project(tmp_path: Path, dsn: str, prefix: str, extra_index: bool = False, capture: str = "wal") -> Project:
     from generate import generate
 
     with psycopg.connect(dsn) as conn:
         generate(conn, BOOKS, seed=7)
     slot = f"t_{uuid.uuid4().hex[:12]}"
-    config = _write_config(tmp_path / "flusso.yaml", dsn, prefix, slot, extra_index)
+    config = _write_config(tmp_path / "flusso.yaml", dsn, prefix, slot, extra_index, capture)
     return Project.from_env(config, env={"FLUSSO_HEARTBEAT_S": "1"})
 
 
@@ -349,3 +353,42 @@ def test_the_drift_check_fails_with_the_table_and_passes_after_verify_repair(pro
         (evaluation,) = [e for e in after.get_asset_check_evaluations() if e.check_name == "documents_match_rows"]
         assert evaluation.passed, evaluation.description
         assert "no drift" in evaluation.description
+
+
+def test_a_polling_source_materializes_runs_live_and_reports_its_backlog(tmp_path, bookstore_db, index_prefix,
+                                                                         opensearch):
+    """capture: polling under Dagster: the partition's backfill, live_capture following changes with the
+    change log's backlog in its heartbeat, the slot_health check fed by the polling cursor."""
+    from flusso_dagster.slot_health import evaluate
+
+    project = _project(tmp_path, bookstore_db, index_prefix, capture="polling")
+    index = project.indexes[0]
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with DagsterInstance.from_config(str(home)) as instance:
+        result = _materialize(project, index, instance)
+        assert result.success
+        assert _metadata(result)["documents_written"] == BOOKS
+        assert all(passed for passed, _ in _checks(result).values()), _checks(result)
+    proc = _dagster(project, home, "job", "execute", "-j", "live_capture")
+    try:
+        with psycopg.connect(bookstore_db, autocommit=True) as conn:
+            conn.execute("UPDATE book SET title = 'Polled by Dagster' WHERE id = 1")
+        _wait_for("the change in OpenSearch", lambda: _title(opensearch, index, 1) == "Polled by Dagster", 120)
+        with DagsterInstance.from_config(str(home)) as instance:
+            _wait_for("a heartbeat with the backlog", lambda: any(
+                "backlog_rows" in r.asset_observation.metadata
+                for r in instance.fetch_observations(AssetKey(LIVE_ASSET), limit=50).records), 60)
+            health = evaluate(instance, flusso_resource(project))
+            assert not isinstance(health, str) and health.ok and health.backlog is not None
+            assert health.info is not None and health.info.active
+            (run,) = instance.get_runs(RunsFilter(job_name="live_capture"))
+            instance.report_run_canceling(run)
+        os.killpg(proc.pid, signal.SIGINT)
+        output, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    with DagsterInstance.from_config(str(home)) as instance:
+        (run,) = instance.get_run_records(RunsFilter(job_name="live_capture"))
+        assert run.dagster_run.status == DagsterRunStatus.CANCELED, output

@@ -272,3 +272,27 @@ def test_postgres_crash_under_polling_reconnects_and_converges(index_prefix: str
         assert run.proc.returncode == 0, run.output()[-3000:]
     finally:
         cluster.stop()
+
+
+def test_switching_an_index_from_wal_to_polling_reseeds_it_and_follows_changes(bookstore, opensearch) -> None:
+    """The polling cursor is a new incarnation: the index is rebuilt from rows (its versions are WAL
+    positions either way), and the replication slot left behind is named with the way to drop it."""
+    dsn, polling = bookstore
+    prefix = next(iter(load_config(polling).indexes)).removesuffix("books")
+    wal = write_config(polling.with_name("wal.yaml"), dsn, prefix)
+    wal.write_text(wal.read_text().replace(f"slot: {load_config(wal).source.slot}",
+                                           f"slot: {load_config(polling).source.slot}"))
+    first = flusso("run", "--no-live", config=wal)
+    assert first.returncode == 0, first.stderr[-3000:]
+    sql(dsn, "UPDATE book SET title = 'while nothing captured' WHERE id = 1")
+    run = Flusso(polling)
+    try:
+        run.wait_for("live capture started")
+        out = run.output()
+        assert "replication slot" in out and "pg_drop_replication_slot" in out
+        assert "__g2" in json.dumps(json.loads(flusso("status", "--json", config=polling).stdout))
+        sql(dsn, "UPDATE book SET title = 'polled after the switch' WHERE id = 2")
+        docs = wait_converged(opensearch, polling)
+        assert (docs["1"]["title"], docs["2"]["title"]) == ("while nothing captured", "polled after the switch")
+    finally:
+        run.stop()

@@ -59,6 +59,9 @@ class ChangeCapture(Protocol):
     def slot_info(self) -> SlotInfo | None: ...
     def health(self, warn_lag: int) -> SlotHealth: ...
 
+    # Optional: `backlog() -> slots.Backlog | None`, for a capture with a change log of its own
+    # (polling): `report_lag` adds it to the lag report (the log line, Dagster's heartbeat).
+
     def table_fingerprints(self, tables: Sequence[str]) -> Mapping[str, Any]:
         """Each table's identity now (OID, partitions, storage): a change means rows changed unseen."""
         ...

@@ -135,6 +135,12 @@ class PollingCapture(Stream):
         with self._sql() as conn, self._errors(f"installing capture: polling in schema {self.install.schema}"):
             created = self.install.prepare(conn, self.repairs)
             cursor = self.install.cursor(conn)
+            slot = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s AND database = "
+                                "current_database()", (self.slot,)).fetchone()
+        if slot is not None:  # switched from capture: wal: the old slot keeps every WAL segment from here on
+            log.warning("replication slot %s still exists (%s) although capture is polling: it keeps WAL for ever; "
+                        "drop it once no WAL capture uses it: SELECT pg_drop_replication_slot('%s')",
+                        self.slot, "active" if slot[0] else "inactive", self.slot)
         assert cursor is not None
         with self._state:
             self._acked = self._wanted = cursor[1]

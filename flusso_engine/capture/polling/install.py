@@ -142,7 +142,7 @@ class Install:
             conn.execute(sql.SQL("DELETE FROM {} WHERE slot = %s").format(self.changes), (self.slot,))
             conn.execute(
                 sql.SQL("INSERT INTO {} (slot, snapshot, position, incarnation) SELECT %s, pg_current_snapshot(), "
-                        "(pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint, %s").format(self.cursors),
+                        "(pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint, %s").format(self.cursors),
                 (self.slot, uuid.uuid4().hex),
             )
             return True

@@ -11,12 +11,13 @@ rows. `xid >= pg_snapshot_xmin(S_(k-1))` is implied (a transaction below the pre
 xmin had finished before it, so it was visible in it or rolled back) and lets the `(slot, xid, id)`
 index do the work: one range scan per poll, however many tables.
 
-Positions: each poll reads `pg_current_wal_insert_lsn()` right after its snapshot, so the position
-P_k is at or past the commit record of every transaction visible in S_k; a poll is only delivered
-when P_k is above the last delivered one (otherwise it is taken again later: acks and writers move
-the WAL). So positions are WAL positions, increasing, and comparable with the builder's versions
-and everything in `slotstate.py`. Inside a poll, each transaction's changes are followed by a
-commit marker; only the last one carries P_k, the others the previous poll's position (already
+Positions: each poll reads `pg_current_wal_lsn()` in the statement that takes its snapshot, and a
+poll is only delivered when that position P_k is above the last delivered one (otherwise it is
+taken again later: acknowledgements and writers move the WAL). So positions are WAL positions this
+server has written, increasing, and comparable with the builder's versions and everything in
+`slotstate.py` (whose `current` is the same function: no later check can find the server behind a
+position polling handed out). Inside a poll, each transaction's changes are followed by a commit
+marker; only the last one carries P_k, the others the previous poll's position (already
 delivered): an acknowledgement of P_k means the whole poll is durable, and the cursor moves to S_k.
 
 Order inside a poll: transactions that ran a TRUNCATE come first, then by xid. Documents are built

@@ -82,7 +82,7 @@ class Stream:
         """One poll; returns the snapshot and position to poll from next (the generator's value)."""
         with conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            row = conn.execute("SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text").fetchone()
+            row = conn.execute("SELECT pg_current_snapshot()::text, pg_current_wal_lsn()::text").fetchone()
             assert row is not None
             snapshot, position = row[0], lsn_to_int(row[1])
             with conn.cursor(name="flusso_poll") as cur:
@@ -175,7 +175,7 @@ class Stream:
                                   "nothing after the last flush was acknowledged: fix flusso.yaml or the database, "
                                   "then start again")
         if changed:
-            row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+            row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
             assert row is not None
             for table in changed:
                 self._log.warning("partitions or storage of %s changed without row changes: its indexes are rebuilt",

@@ -296,3 +296,51 @@ def test_switching_an_index_from_wal_to_polling_reseeds_it_and_follows_changes(b
         assert (docs["1"]["title"], docs["2"]["title"]) == ("while nothing captured", "polled after the switch")
     finally:
         run.stop()
+
+
+def test_writers_need_no_privilege_on_the_change_log(bookstore, opensearch, admin_dsn: str) -> None:
+    """The trigger function is SECURITY DEFINER: an application role with DML rights on its tables only
+    is recorded, and cannot read or write flusso's change log itself."""
+    dsn, config = bookstore
+    schema = load_config(config).source.polling_schema
+    role = f"app_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(pgsql.SQL("CREATE ROLE {} LOGIN PASSWORD 'app-pw'").format(pgsql.Identifier(role)))
+    run = Flusso(config)
+    try:
+        sql(dsn, f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
+        run.wait_for("live capture started")
+        app = psycopg.conninfo.make_conninfo(dsn, user=role, password="app-pw")
+        sql(app, "UPDATE book SET title = 'written by the app role' WHERE id = 4")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), psycopg.connect(app) as conn:
+            conn.execute(pgsql.SQL("SELECT count(*) FROM {}").format(pgsql.Identifier(schema, "changes")))
+        assert wait_converged(opensearch, config)["4"]["title"] == "written by the app role"
+    finally:
+        run.stop()
+        with psycopg.connect(dsn, autocommit=True) as db:
+            db.execute(pgsql.SQL("DROP OWNED BY {}").format(pgsql.Identifier(role)))
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
+            conn.execute(pgsql.SQL("DROP ROLE {}").format(pgsql.Identifier(role)))
+
+
+def test_prepare_is_idempotent_and_a_trigger_recording_other_columns_reseeds(bookstore, opensearch) -> None:
+    dsn, config = bookstore
+    source = load_config(config).source
+    first = flusso("run", "--no-live", config=config)
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = flusso("--log-level", "INFO", "run", "--no-live", config=config)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "will be rebuilt" not in again.stderr and "installed capture: polling" not in again.stderr
+    # a trigger as an older config made it, recording only the key: old rows it recorded cannot find
+    # their book, so the indexes reading review are rebuilt, and the trigger made right
+    sql(dsn, f"CREATE OR REPLACE TRIGGER flusso_{source.slot} AFTER INSERT OR UPDATE OR DELETE ON review "
+             f"FOR EACH ROW EXECUTE FUNCTION {source.polling_schema}.record_change('{source.slot}', "
+             "'public.review', 'id')")
+    third = flusso("--log-level", "INFO", "run", "--no-live", config=config)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "recorded other columns (the config changed)" in third.stderr and "will be rebuilt" in third.stderr
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        (args,) = conn.execute("SELECT encode(tgargs, 'escape') FROM pg_trigger WHERE tgname = %s "
+                               "AND tgrelid = 'review'::regclass", (f"flusso_{source.slot}",)).fetchone()
+    assert "book_id" in args
+    wait_converged(opensearch, config)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..changes import Change, Position
+from ..error import Problem
 from .slots import SlotHealth, SlotInfo
 
 
@@ -24,6 +25,15 @@ class Repairs:
     slot_advanced: bool = False  # moved past WAL it could not decode without the publication
     # any backend: table -> why its changes may have been missed (e.g. a trigger that had to be made again)
     missed: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Findings:
+    """What a backend's `checks.py` found for `flusso validate`: problems block a run; notes say what
+    `run` will set up."""
+
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 class ChangeCapture(Protocol):

@@ -4,14 +4,13 @@ exists, on the database), instead of `wal_level` and `REPLICATION`; and what `ru
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import psycopg
 
 from ...catalog import Catalog
 from ...config import FlussoConfig
 from ...documents.checks import first_paths, sql_name, sql_table
 from ...error import Problem
+from .. import Findings
 from .install import trigger_names
 
 _ROLE = """
@@ -26,12 +25,6 @@ SELECT n.nspname || '.' || c.relname, pg_has_role(c.relowner, 'MEMBER'), has_tab
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND n.nspname || '.' || c.relname = ANY(%s)
 """
-
-
-@dataclass
-class Findings:
-    problems: list[Problem] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
 
 def checks(config: FlussoConfig, conn: psycopg.Connection, catalog: Catalog) -> Findings:

@@ -10,7 +10,7 @@ is the builder's to say (`documents.routes.needs_full_identity`, from the very l
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psycopg
 
@@ -19,18 +19,11 @@ from ...config import FlussoConfig
 from ...documents.checks import first_paths, old_row_columns, sql_name, sql_table
 from ...documents.routes import needs_full_identity
 from ...error import Problem
+from .. import Findings
 from .health import SET_KEEP, judge
 from .slot import SlotInfo, WalServer, read_slot
 
 _ACTIONS = ("insert", "update", "delete", "truncate")
-
-
-@dataclass
-class Findings:
-    """What the checks found: problems block a run; notes say what `run` will set up."""
-
-    problems: list[Problem] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
 
 def checks(config: FlussoConfig, conn: psycopg.Connection, catalog: Catalog) -> Findings:

@@ -72,10 +72,11 @@ class Store:
 
 
 @pytest.fixture
-def store(bookstore_db: str, index_prefix: str, tmp_path: Path) -> Iterator[Store]:
+def store(request, bookstore_db: str, index_prefix: str, tmp_path: Path) -> Iterator[Store]:
+    """The bookstore under live load; captured by the WAL unless a test asks for `polling` (indirect)."""
     generate(bookstore_db, books=BOOKS)
     config = write_config(tmp_path / "flusso.yaml", bookstore_db, index_prefix,
-                          batch={"max_changes": 100, "max_delay_ms": 100})
+                          batch={"max_changes": 100, "max_delay_ms": 100}, capture=getattr(request, "param", "wal"))
     store = Store(bookstore_db, config, f"{index_prefix}books")
     try:
         yield store
@@ -168,6 +169,7 @@ def test_harness_sees_an_atomic_swap_as_zero_downtime_and_a_recreate_as_a_shortf
 # --- each kind of reseed, beside a live `flusso run` ----------------------------------------------
 
 
+@pytest.mark.parametrize("store", ["wal", "polling"], indirect=True)
 def test_forced_reseed_beside_live_capture(store: Store, opensearch) -> None:
     store.start(converge=True)
     before, before_index = serving_generation(opensearch, store.alias), serving(opensearch, store.alias)
@@ -233,6 +235,7 @@ def test_definition_change_rebuilds_while_the_old_generation_serves(store: Store
     assert docs and all(doc["isbn13"] == doc["isbn"] for doc in docs.values())
 
 
+@pytest.mark.parametrize("store", ["wal", "polling"], indirect=True)
 @pytest.mark.parametrize("statement", ["TRUNCATE review CASCADE", "TRUNCATE book CASCADE"], ids=["child", "root"])
 def test_truncate_swaps_generations(statement: str, store: Store, opensearch) -> None:
     """A child TRUNCATE rebuilds beside the serving generation; a root TRUNCATE swaps to an empty one."""

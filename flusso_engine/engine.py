@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 
 from . import registry
-from .capture import ChangeCapture, Repairs
+from .capture import ChangeCapture
 from .catalog import read_catalog
 from .changes import Position, int_to_lsn, lsn_to_int
 from .config import FlussoConfig, qualify, split_table
@@ -218,36 +218,6 @@ class Engine(Reseeds, SlotIdentity):
                     self.sink.mark_unseeded(index)
         self.started = True
         return not verdict.same
-
-    def _missed(self, repairs: Repairs) -> dict[str, list[str]]:
-        """Per index, why changes to it may have been missed while the slot existed."""
-        publication = self.config.source.publication
-        current = self.capture.table_fingerprints(self.config.tables())
-        out: dict[str, list[str]] = {}
-        for index in self.config.indexes:
-            tables = self.index_tables(index)
-            why = out.setdefault(index, [])
-            if repairs.publication_created:
-                why.append(f"publication {publication} had to be created again for the existing slot, so "
-                           "changes made without it were not captured")
-            why += [f"publication {publication} lacked table {t}, so its changes were not captured"
-                    for t in sorted(tables & repairs.tables_added) if not repairs.publication_created]
-            why += [f"REPLICA IDENTITY FULL had to be set again on {t} (or a partition of it), so old rows "
-                    "sent meanwhile may have lacked what finds a moved or deleted row's documents"
-                    for t in sorted(tables & repairs.identity_set)]
-            why += [repairs.missed[t] for t in sorted(tables & repairs.missed.keys())]
-            marker = self.sink.seed_marker(index)
-            for table, then in sorted((marker.tables if marker is not None else {}).items()):
-                now = current.get(table)
-                if now is None or then == now:
-                    continue
-                if then[0] != now[0]:
-                    why.append(f"table {table} was replaced under the same name since the index was seeded "
-                               f"(OID {then[0]}, now {now[0]})")
-                else:
-                    why.append(f"partitions of {table} were attached, detached or truncated since the index was "
-                               "seeded (no row change reports that)")
-        return out
 
     def raise_bounds(self, confirm: Position, version: Position) -> None:
         """The worker's `guard`: the slot's bounds raised before a flush (slotstate.py)."""

@@ -1,4 +1,5 @@
-"""The engine's reseeds: a backfill in line, a rebuild beside live capture, and what a truncate does.
+"""The engine's reseeds: why changes may have been missed, a backfill in line, a rebuild beside live
+capture, and what a truncate does.
 
 With a sink that keeps generations (`GenerationSink`), every reseed is a `Rebuild` into the next
 generation while the serving one keeps answering; a root `TRUNCATE` swaps to an empty generation
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from . import registry
 from .backfill import fill
+from .capture import Repairs
 from .changes import Position
 from .generations import Building, Generations, physical
 from .observer import BackfillReport
@@ -81,6 +83,36 @@ class Reseeds:
         self._rebuilding[index] = (thread, cancel)
         thread.start()
         return thread
+
+    def _missed(self: Engine, repairs: Repairs) -> dict[str, list[str]]:
+        """Per index, why changes to it may have been missed while the slot existed."""
+        publication = self.config.source.publication
+        current = self.capture.table_fingerprints(self.config.tables())
+        out: dict[str, list[str]] = {}
+        for index in self.config.indexes:
+            tables = self.index_tables(index)
+            why = out.setdefault(index, [])
+            if repairs.publication_created:
+                why.append(f"publication {publication} had to be created again for the existing slot, so "
+                           "changes made without it were not captured")
+            why += [f"publication {publication} lacked table {t}, so its changes were not captured"
+                    for t in sorted(tables & repairs.tables_added) if not repairs.publication_created]
+            why += [f"REPLICA IDENTITY FULL had to be set again on {t} (or a partition of it), so old rows "
+                    "sent meanwhile may have lacked what finds a moved or deleted row's documents"
+                    for t in sorted(tables & repairs.identity_set)]
+            why += [repairs.missed[t] for t in sorted(tables & repairs.missed.keys())]
+            marker = self.sink.seed_marker(index)
+            for table, then in sorted((marker.tables if marker is not None else {}).items()):
+                now = current.get(table)
+                if now is None or then == now:
+                    continue
+                if then[0] != now[0]:
+                    why.append(f"table {table} was replaced under the same name since the index was seeded "
+                               f"(OID {then[0]}, now {now[0]})")
+                else:
+                    why.append(f"partitions of {table} were attached, detached or truncated since the index was "
+                               "seeded (no row change reports that)")
+        return out
 
     def _on_truncate(self: Engine, table: str, position: Position) -> None:
         """A truncated root table swaps its index to an empty generation at once; any other table on

@@ -22,6 +22,7 @@ from .catalog import read_catalog
 from .changes import Position, int_to_lsn, lsn_to_int
 from .config import FlussoConfig, qualify, split_table
 from .documents import DocumentBuilder
+from .documents.plugins import PluginBuilder
 from .error import ConfigError, Problem, SourceError
 from .generations import Generations, IndexState
 from .observer import BackfillReport, LagReport, LoggingObserver, Observer
@@ -105,7 +106,8 @@ class Engine(Reseeds, SlotIdentity):
         self.context = Context(config=self.config, catalog=self.catalog, plan=self.plan, dsn=self._dsn,
                                stop=self.stop, capture_stop=self._capture_stop, batch=self.batch,
                                failures=self.failures, baseline=baseline)
-        self.builder: DocumentBuilder = registry.create("documents", "sql", self.context)
+        self.builder: DocumentBuilder = PluginBuilder.wrap(registry.create("documents", "sql", self.context),
+                                                           self.config)
         self.capture: ChangeCapture = registry.create("capture", self.config.source.capture, self.context)
         self.sink: Sink = registry.create("sinks", self.config.sink.type, self.context)
         preflight = getattr(self.sink, "preflight", None)  # a sink may refuse flusso before anything runs

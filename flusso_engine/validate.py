@@ -19,6 +19,7 @@ import psycopg
 from .catalog import Catalog, read_catalog
 from .config import FlussoConfig
 from .documents.checks import access_problems, read_access, schema_problems
+from .documents.plugins import problems as plugin_problems
 from .error import ConfigError, Problem
 
 
@@ -50,6 +51,7 @@ def validate(config: FlussoConfig, conn: psycopg.Connection, catalog: Catalog | 
     report.problems += found.problems
     report.notes += found.notes
     report.problems += access_problems(config, access)
+    report.problems += plugin_problems(config)
     return report
 
 

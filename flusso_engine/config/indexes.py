@@ -199,6 +199,9 @@ class RelationConfig(Strict):
         return self.type not in OBJECT_RELATIONS
 
 
+_PLUGIN = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?$")
+
+
 class IndexConfig(Strict):
     table: TableName
     key: list[str]
@@ -206,6 +209,16 @@ class IndexConfig(Strict):
     mapping: FieldMapping = Field(default_factory=dict)
     settings: dict[str, Any] = Field(default_factory=dict)
     relations: dict[str, RelationConfig] = Field(default_factory=dict)
+    plugins: list[str] = Field(default_factory=list)  # documents/plugins.py: module.path:Class or an entry point
+
+    @field_validator("plugins")
+    @classmethod
+    def _plugin_names(cls, v: list[str]) -> list[str]:
+        for spec in v:
+            if not _PLUGIN.match(spec):
+                raise ValueError(f'"{spec}" is not a plugin name: write module.path:ClassName (e.g. '
+                                 "mypackage.plugins:Redact) or the name of a flusso.plugins entry point")
+        return v
 
     @field_validator("key", mode="before")
     @classmethod

@@ -1,5 +1,6 @@
 """Regenerates bench/RESULTS.md and bench/results/*.png from bench/results/run-*.json (bench/run.py) and
-bench/results/reseed-*.json (bench/reseed.py: its section is bench/report_reseed.py's)."""
+bench/results/reseed-*.json (bench/reseed.py: its section is bench/report_reseed.py's) and
+bench/results/polling-*.json (bench/polling.py: bench/report_polling.py's)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import report_polling  # noqa: E402
 import report_reseed  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -327,6 +329,7 @@ def write_all() -> None:
         lines += section(r)
     reseeds = report_reseed.load()
     lines += report_reseed.section(reseeds, report_reseed.plots(reseeds))
+    lines += report_polling.section(report_polling.load())
     lines += [NOTES, "## Plots", ""] + [f"![{name}](results/{name})" for name in images] + [""]
     REPORT.write_text("\n".join(lines))
 

@@ -5,16 +5,18 @@
                         [--poll-interval-ms 200] [--note TEXT]
 
 1. **Writer overhead.** A writer commits as fast as it can (closed loop, autocommit: every statement a
-   transaction of its own, each commit waiting for its WAL flush as the server is configured) for
-   `--writer-seconds`, over 1 and 2 connections, two workloads: `update` (single-row UPDATEs of a
-   random book's subtitle) and `mix` (half such updates, a quarter review inserts, a quarter deletes
-   of the reviews it inserted). Each (workload, connections) is measured four ways, one after the other:
-   `none` (no capture installed), `polling` (`capture: polling` installed, `flusso run` live),
-   `triggers` (the same install with flusso stopped: the triggers' and the change log's cost alone)
-   and `wal` (publication and slot, `flusso run` live, the slot active). A flusso way starts from
-   nothing (`flusso teardown`, then `flusso run` backfills and goes live; the writer starts once it is
-   live) and is torn down after: an unpaced writer outruns flusso, and the backlog one cell left would
-   be the next one's. Overhead = 1 - commits/s / `none`'s commits/s of the same row.
+   transaction of its own, each commit waiting for its WAL flush as the server is configured) over 1
+   and 2 connections, two workloads: `update` (single-row UPDATEs of a random book's subtitle) and
+   `mix` (half such updates, a quarter review inserts, a quarter deletes of the reviews it inserted).
+   Each (workload, connections) is measured four ways: `polling` (`capture: polling` installed,
+   `flusso run` live; `--writer-seconds`), then `none` (no capture) and `triggers` (the same install
+   with flusso stopped: the triggers' and the change log's cost alone) in alternating 1 s slices,
+   `--writer-seconds` each, the row triggers disabled for the `none` slices (`paired`: the shared
+   machine's noise falls on both, each pair of slices gives a ratio), then `wal` (publication and
+   slot, `flusso run` live, the slot active). A flusso way starts from nothing (`flusso teardown`,
+   then `flusso run` backfills and goes live; the writer starts once it is live) and is torn down
+   after: an unpaced writer outruns flusso, and the backlog one cell left would be the next one's.
+   Overhead = 1 - commits/s / `none`'s commits/s of the same row.
 2. **Live latency.** bench/e2e.py's live measurement (its writers, mix, markers, poller, fence and
    drain) at `--polling-rates` changes/s, for `capture: wal` then `capture: polling`
    (`poll_interval_ms` 200), each on an index backfilled first; the index keeps its default 1 s
@@ -31,6 +33,7 @@ import argparse
 import itertools
 import json
 import random
+import statistics
 import sys
 import tempfile
 import threading
@@ -51,7 +54,9 @@ import harness  # noqa: E402
 import report_polling  # noqa: E402
 
 WORKLOADS = ("update", "mix")
-WAYS = ("none", "polling", "triggers", "wal")  # the measuring order of a row
+WAYS = ("none", "polling", "triggers", "wal")
+TOUCHED = ("public.book", "public.review")  # the tables the writer changes
+SLICE_S = 1.0  # `none` and `triggers` alternate in slices this long
 PREFIX = "bench_polling"
 
 
@@ -191,7 +196,7 @@ def cell(p: Params, dsn: str, caps: Captures, workload: str, connections: int, w
     result["cpu_s"] = harness.cpu_delta(cpu0, harness.cpu_snapshot(pid))
     if log_path is not None:
         result["flusso"] = e2e.batch_stats(e2e.log_lines(log_path, wall0, wall1), wall1 - wall0)
-    if way in ("polling", "triggers"):
+    if way == "polling":
         with psycopg.connect(dsn, autocommit=True) as conn:
             result["change_log_rows_at_end"] = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
                 sql.Identifier(acks.POLLING_SCHEMA, "changes"))).fetchone()[0]
@@ -200,20 +205,67 @@ def cell(p: Params, dsn: str, caps: Captures, workload: str, connections: int, w
     return result
 
 
+def _toggle(conn: psycopg.Connection, slot: str, enabled: bool) -> None:
+    """The polling install's row triggers on the tables the writer touches, on (ALWAYS, as installed) or off."""
+    how = sql.SQL("ENABLE ALWAYS" if enabled else "DISABLE")
+    for table in TOUCHED:
+        conn.execute(sql.SQL("ALTER TABLE {} {} TRIGGER {}").format(
+            sql.Identifier(*table.split(".")), how, sql.Identifier(f"flusso_{slot}")))
+
+
+def paired(p: Params, dsn: str, caps: Captures, workload: str, connections: int) -> dict[str, dict[str, Any]]:
+    """`none` and `triggers` in alternating slices of `SLICE_S` (flusso stopped, the polling install in
+    place, its row triggers disabled for the `none` slices), in ABBA order: both ways share the
+    machine's noise, and each adjacent pair of slices gives one ratio (`pairs`)."""
+    slices = max(2, round(p.writer_seconds / SLICE_S))  # per way
+    runs: dict[str, list[dict[str, Any]]] = {"none": [], "triggers": []}
+    cpu0 = harness.cpu_snapshot()
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        try:
+            for i in range(2 * slices):
+                way = ("none", "triggers")[(i + i // 2) % 2]  # none, triggers, triggers, none, ...
+                _toggle(admin, caps.slot("polling"), way == "triggers")
+                runs[way].append(Hammer(dsn, workload, connections, SLICE_S, p.seed + i).run())
+        finally:
+            _toggle(admin, caps.slot("polling"), True)
+    cpu = harness.cpu_delta(cpu0, harness.cpu_snapshot())
+    out = {}
+    for way, done in runs.items():
+        commits, seconds = sum(r["commits"] for r in done), sum(r["seconds"] for r in done)
+        out[way] = {"way": way, "workload": workload, "connections": connections, "commits": commits,
+                    "seconds": round(seconds, 2), "commits_per_s": round(commits / seconds, 1), "slices": len(done),
+                    "slice_commits_per_s": [r["commits_per_s"] for r in done],
+                    "errors": sum(r["errors"] for r in done),
+                    "cpu_s": {k: round(v / 2, 2) for k, v in cpu.items()}}  # the phase's, half each
+    changes = sorted(100 * (t / n - 1) for n, t in zip(out["none"]["slice_commits_per_s"],
+                                                       out["triggers"]["slice_commits_per_s"], strict=True) if n)
+    out["triggers"]["pairs"] = {"n": len(changes), "median_pct": round(statistics.median(changes), 1),
+                                "p25_pct": round(harness.pct(changes, 25), 1),
+                                "p75_pct": round(harness.pct(changes, 75), 1)}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        out["triggers"]["change_log_rows_at_end"] = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+            sql.Identifier(acks.POLLING_SCHEMA, "changes"))).fetchone()[0]
+    for way, c in out.items():
+        harness.log(f"   {workload} x{connections} {way}: {c['commits_per_s']:,.0f} commits/s over {c['slices']} "
+                    f"slices ({c['errors']} errors){'; pairs ' + str(c['pairs']) if 'pairs' in c else ''}")
+    return out
+
+
 def overhead(p: Params, dsn: str, caps: Captures, workdir: Path) -> list[dict[str, Any]]:
-    """Every (workload, connections) row, each measured the four ways in `WAYS`' order."""
+    """Every (workload, connections) row: polling with flusso live, then `paired` (no capture and the
+    triggers alone, flusso stopped), then the WAL with flusso live."""
     rows = []
     for workload in WORKLOADS:
         for connections in p.connections:
             harness.wait_quiet(p.quiet, p.quiet_timeout)
-            cells = {"none": cell(p, dsn, caps, workload, connections, "none", None, None)}
+            cells: dict[str, dict[str, Any]] = {}
             log_path = workdir / f"polling-{workload}-{connections}.log"
             proc = caps.start("polling", log_path)
             try:
                 cells["polling"] = cell(p, dsn, caps, workload, connections, "polling", proc, log_path)
             finally:
                 harness.stop_process(proc)
-            cells["triggers"] = cell(p, dsn, caps, workload, connections, "triggers", None, None)
+            cells.update(paired(p, dsn, caps, workload, connections))
             caps.drop("polling")
             log_path = workdir / f"wal-{workload}-{connections}.log"
             proc = caps.start("wal", log_path)
@@ -225,7 +277,8 @@ def overhead(p: Params, dsn: str, caps: Captures, workdir: Path) -> list[dict[st
             base = cells["none"]["commits_per_s"]
             for c in cells.values():
                 c["overhead_pct"] = round(100 * (1 - c["commits_per_s"] / base), 1) if base else None
-            rows.append({"workload": workload, "connections": connections, "ways": cells})
+            rows.append({"workload": workload, "connections": connections,
+                         "ways": {w: cells[w] for w in WAYS}})
     return rows
 
 

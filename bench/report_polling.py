@@ -24,12 +24,15 @@ its own. **Writer overhead**: a writer commits as fast as it can (closed loop, a
 statement its own transaction, waiting for its WAL flush: `synchronous_commit` on) for a fixed time
 over 1 and 2 connections; `update` is single-row UPDATEs of a random book's subtitle, `mix` half
 such updates, a quarter review inserts and a quarter deletes of the reviews it inserted. Each row is
-measured four ways, in this order: no capture; `capture: polling` installed (triggers, change log)
-with `flusso run` live; the same triggers with flusso stopped (their cost alone); `capture: wal`
-(publication, slot) with `flusso run` live, the slot active. Each flusso way starts from nothing
-(teardown; `flusso run` backfills, goes live, then the writer starts) and is torn down after, since an
-unpaced writer outruns flusso. The % is the change in commits/s against no capture in the same row;
-"other load" is the share of the two cores that other users' processes took meanwhile (the noise).
+measured four ways: `capture: polling` installed (triggers, change log) with `flusso run` live; then
+no capture and the same triggers with flusso stopped (their cost alone), in alternating 1 s slices
+(ABBA order, the row triggers disabled for the no-capture slices), so that both share the machine's
+noise and each adjacent pair of slices gives one ratio (its interquartile range is shown as "pairs");
+then `capture: wal` (publication, slot) with `flusso run` live, the slot active. Each flusso way
+starts from nothing (teardown; `flusso run` backfills, goes live, then the writer starts) and is torn
+down after, since an unpaced writer outruns flusso. The % is the change in commits/s against no
+capture in the same row; "other load" is the share of the two cores that other users' processes
+took meanwhile (the noise).
 **Live latency**: bench/e2e.py's live measurement (its mix, markers, poller every 50 ms, fence and
 drain; every subtitle update a sample) for `capture: wal` and then `capture: polling`
 (`poll_interval_ms` 200) in the same run, each on an index backfilled first, with the index's
@@ -54,7 +57,9 @@ def _change(c: dict[str, Any]) -> str:
 
 
 def _way(c: dict[str, Any]) -> str:
-    return f"{_n(c['commits_per_s'])} ({_change(c)})"
+    pairs = c.get("pairs")
+    spread = f"; pairs {pairs['p25_pct']:+.1f}..{pairs['p75_pct']:+.1f}%" if pairs else ""
+    return f"{_n(c['commits_per_s'])} ({_change(c)}{spread})"
 
 
 def overhead_table(rows: list[dict[str, Any]], cores: int) -> list[str]:

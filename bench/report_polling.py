@@ -121,7 +121,7 @@ def reading(r: dict[str, Any]) -> list[str]:
         "over that window (100 ms of it on average), a poll's arrive together at its start and wait nearly "
         f"all of it. So polling should cost half the poll interval and half `max_delay_ms` more "
         f"(~{p['poll_interval_ms'] // 2 + 100} ms here). Then the build "
-        "and the bulk request (`batch ms`, alike for both) and the refresh: every 1 s, 0.5 s on average "
+        "and the bulk request (`batch ms`: the same work for both) and the refresh: every 1 s, 0.5 s on average "
         "plus the refresh itself, the largest share of either figure. Polling against the WAL in this run: "
         + ("; ".join(gaps) if gaps else "not measured")
         + f". A shorter `poll_interval_ms` takes up to {p['poll_interval_ms'] // 2} ms of it away on average, "
@@ -143,8 +143,8 @@ def section(results: list[dict[str, Any]]) -> list[str]:
         lines += [f"### {r['name']}: {p['books']:,} books", "",
                   f"commit `{r['commit'][:10]}`{' (dirty)' if r.get('dirty') else ''}, {m['nproc']} cores, "
                   f"started {r['started_at']}, whole run {r.get('elapsed_s')} s; writer {p['writer_seconds']:g} s "
-                  f"per cell, live {p['live_seconds']:g} s per rate over {p['live_writers']} writers. One run on "
-                  "the shared, noisy machine: read the overheads as +/- a few %."
+                  f"per cell, live {p['live_seconds']:g} s per rate over {p['live_writers']} writers. One run, on the "
+                  "shared 2-core machine beside other users' tests (see \"other load\")."
                   + (f" {r['note']}" if r.get("note") else ""), ""]
         lines += ["Writer commits/s (and the change against no capture):", ""]
         lines += overhead_table(r["overhead"], m["nproc"] or 1) + [""]

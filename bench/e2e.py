@@ -66,6 +66,7 @@ from harness import (  # noqa: E402
     Watch,
     built_documents,
     check_documents,
+    commit_fence,
     cpu_delta,
     cpu_seconds,
     cpu_since,
@@ -85,7 +86,7 @@ from harness import (  # noqa: E402
     start_flusso,
     stats_delta,
     stop_process,
-    wait_confirmed,
+    wait_acked,
     wait_quiet,
     write_config,
 )
@@ -234,11 +235,9 @@ def live_rate(args: argparse.Namespace, rate: float | None, proc_log: Path, flus
         if fence_book is None:
             time.sleep(0.05)
     fence = f"fence{RUN_TAG}-{seq_start}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("UPDATE book SET subtitle = %s WHERE id = %s", (fence, fence_book))
-        fence_lsn = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]
+    fence_at = commit_fence(dsn, fence, fence_book)  # a slot's or a polling cursor's (bench/acks.py)
     samples.add(fence, fence_book, time.monotonic())
-    acked = wait_confirmed(dsn, slot, fence_lsn, args.drain_timeout)
+    acked = wait_acked(dsn, slot, fence_at, args.drain_timeout)
     deadline = time.monotonic() + 10
     while fence not in samples.seen and time.monotonic() < deadline:
         time.sleep(0.02)

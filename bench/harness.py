@@ -33,8 +33,16 @@ BOOKSTORE = ROOT / "examples" / "bookstore"
 sys.path.insert(0, str(BOOKSTORE))
 from generate import generate  # noqa: E402
 
-from flusso_engine.capture.wal import read_slot  # noqa: E402
-from flusso_engine.changes import lsn_to_int  # noqa: E402
+sys.path.insert(0, str(ROOT / "bench"))
+from acks import (  # noqa: E402,F401 - the capture's positions, used through harness by every benchmark
+    Fence,
+    commit_fence,
+    polling_cursor,
+    slot_lag,
+    wait_acked,
+    wait_confirmed,
+)
+
 from flusso_engine.config import read_yaml  # noqa: E402
 from flusso_engine.redact import redact_dsn  # noqa: E402
 
@@ -84,10 +92,13 @@ def ensure_data(admin_dsn: str, database: str, books: int, seed: int,
         return dsn, time.perf_counter() - started
 
 
-def write_config(path: Path, dsn: str, opensearch: str, name: str) -> tuple[Path, str]:
-    """The bookstore's flusso.yaml with this benchmark's database, slot, publication and index."""
+def write_config(path: Path, dsn: str, opensearch: str, name: str, **source: Any) -> tuple[Path, str]:
+    """The bookstore's flusso.yaml with this benchmark's database, slot, publication and index (and
+    `source` settings: `capture="polling"` drops the publication, which only the WAL uses)."""
     raw = read_yaml((BOOKSTORE / "flusso.yaml").read_text())
-    raw["source"].update(dsn=dsn, slot=name, publication=name)
+    raw["source"].update(dsn=dsn, slot=name, publication=name, **source)
+    if raw["source"]["capture"] == "polling":
+        del raw["source"]["publication"]
     raw["sink"]["hosts"] = [opensearch]
     index = f"{name}_books"
     raw["indexes"] = {index: raw["indexes"]["books"]}
@@ -366,24 +377,6 @@ def latency_ms(latencies: list[float], missing: int, censored: list[float] | Non
     out["max"] = round(1000 * ranked[-1]) if ranked else None
     out["mean"] = round(1000 * statistics.fmean(latencies)) if latencies else None
     return out
-
-
-def slot_lag(dsn: str, slot: str) -> int | None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        _, info = read_slot(conn, slot, wal_dir=False)
-    return info.lag_bytes if info is not None else None
-
-
-def wait_confirmed(dsn: str, slot: str, lsn: str, timeout: float) -> float | None:
-    """The time (monotonic) the slot's confirmed position reached `lsn`; None after `timeout`."""
-    deadline = time.monotonic() + timeout
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            _, info = read_slot(conn, slot, wal_dir=False)
-            if info is not None and (info.confirmed_flush_lsn or 0) >= lsn_to_int(lsn):
-                return time.monotonic()
-            time.sleep(0.05)
-    return None
 
 
 class LagSampler(threading.Thread):

@@ -4,6 +4,7 @@
                         [--name quick] [--skip-live] [--skip-pgsync] [--pgsync-timeout 120]
                         [--pgsync-mode wal] [--pgsync-drain-timeout 30]
     python bench/run.py --scenario reseed [--books 100000] [--reseed-rate 100] [--note TEXT]
+    python bench/run.py --scenario polling [--books 10000] [--writer-seconds 15] [--polling-rates 50,200]
 
 Scenarios (issue 6), each over the bookstore generated with the same seed at `--books`:
 
@@ -25,6 +26,11 @@ Scenarios (issue 6), each over the bookstore generated with the same seed at `--
 beside live capture and live writes, as searchers see it) in its own database
 (`--reseed-database`), writing bench/results/reseed-<books>.json (`--name`); `make bench-reseed`.
 It is not part of the default run (`--scenario all`).
+
+`--scenario polling` runs only the polling scenario (issue #14, bench/polling.py: a writer's commits/s
+with no capture, `capture: polling` and `capture: wal`; live latency of both at 50 and 200
+changes/s) in its own database (`--polling-database`), writing bench/results/polling-<books>.json and
+its section of bench/RESULTS.md alone; `make bench-polling`. Not part of the default run either.
 
 Writes bench/results/<name>.json (commit, machine, every parameter, the figures), then regenerates
 bench/RESULTS.md from every bench/results/run-*.json and the plots bench/results/*.png.
@@ -49,6 +55,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import e2e  # noqa: E402
 import harness  # noqa: E402
 import pgsync_bench  # noqa: E402
+import polling  # noqa: E402
 import raw  # noqa: E402
 import reseed  # noqa: E402
 import workload  # noqa: E402
@@ -176,13 +183,23 @@ def reseed_only(args: argparse.Namespace) -> int:
     return 0
 
 
+def polling_only(args: argparse.Namespace) -> int:
+    """`--scenario polling`: bench/polling.py with this run's books, services, quiet and seed."""
+    p = polling.params(args)
+    p.quiet, p.quiet_timeout = args.quiet, args.quiet_timeout
+    polling.run(p, args.name or f"polling-{args.books}", args.note)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scenario", choices=("all", "reseed"), default="all",
-                        help="all: the table below; reseed: only the reseed scenario (issue #12)")
+    parser.add_argument("--scenario", choices=("all", "reseed", "polling"), default="all",
+                        help="all: the table below; reseed: only the reseed scenario (issue #12); polling: only "
+                             "capture: polling's writer overhead and live latency beside the WAL's (issue #14)")
     parser.add_argument("--reseed-database", default="flusso_bench_reseed")
     parser.add_argument("--reseed-rate", type=float, default=100.0, help="live commits/s during the reseed")
-    parser.add_argument("--note", default=None, help="reseed: a line for its row in RESULTS.md")
+    parser.add_argument("--note", default=None, help="reseed, polling: a line for its run in RESULTS.md")
+    polling.add_arguments(parser)
     parser.add_argument("--books", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds of writes per live rate")
     parser.add_argument("--rates", default="500,2000,max")
@@ -210,6 +227,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.scenario == "reseed":
         return reseed_only(args)
+    if args.scenario == "polling":
+        return polling_only(args)
     args.name = args.name or f"run-{args.books}"
     scales = [int(s) for s in args.scales.split(",")] if args.scales else [args.books]
     started = time.monotonic()

@@ -22,14 +22,16 @@ demo: $(STAMP) services
 screenshot:
 	@bash scripts/screenshot.sh
 
+# KAFKA=1 starts the Kafka broker too (queue: {type: kafka}); services-down stops it if it runs.
 services:
-	@bash services/up.sh
+	@KAFKA=$(KAFKA) bash services/up.sh
 
 services-down:
 	@bash services/down.sh
 
 services-status:
-	@bash services/postgres.sh status; bash services/opensearch.sh status
+	@bash services/postgres.sh status; bash services/opensearch.sh status; s=$$?; \
+		bash services/kafka.sh status || echo "kafka: optional (make services KAFKA=1)"; exit $$s
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -62,4 +64,4 @@ bench-reseed: $(STAMP) services
 	$(BIN)/python bench/run.py --scenario reseed $(RESEED_ARGS)
 
 clean:
-	rm -rf $(VENV) services/opensearch/target
+	rm -rf $(VENV) services/opensearch/target services/kafka/target

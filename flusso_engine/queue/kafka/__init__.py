@@ -1,0 +1,1 @@
+"""The Kafka queue (`queue.type: kafka`): its message format is `codec.py`."""

@@ -274,10 +274,15 @@ class Engine(Reseeds, SlotIdentity):
         log.info("live capture started on slot %s", self.config.source.slot)
         last = [time.monotonic(), 0]
         idle_raised = [0.0]
+        # a durable queue (kafka) holds what it confirmed: the slot is acked to that, not after flushes
+        held, acked = getattr(queue, "confirmed", None), [0]
 
         def tick() -> None:
             if self.rebuild_errors:
                 raise self.rebuild_errors.pop(0)
+            if held is not None and (position := held()) > acked[0]:
+                self._ack(position)
+                acked[0] = position
             if self.routing is not None:
                 self.routing.maybe_refresh()
             now = time.monotonic()
@@ -294,11 +299,12 @@ class Engine(Reseeds, SlotIdentity):
 
         try:
             drive(worker, queue, thread, self.stop, self._capture_stop, self.batch.max_changes,
-                  self.batch.max_delay, ack=self._ack, on_tick=tick)
+                  self.batch.max_delay, ack=self._ack, on_tick=tick, on_batch=getattr(queue, "batch_done", None))
         finally:
             self._capture_stop.set()
             worker.close()
             thread.join(timeout=30)
+            getattr(queue, "close", lambda: None)()
             for rebuild, _ in list(self._rebuilding.values()):
                 rebuild.join(timeout=30)
 

@@ -1,6 +1,6 @@
 """Backends by name: the config's `type` picks each part's backend, and nothing else names one.
 
-A backend is a folder below its part (`capture/wal/`, `queue/channel/`, `documents/sql/`,
+A backend is a folder below its part (`capture/wal/`, `queue/channel/`, `queue/kafka/`, `documents/sql/`,
 `sinks/opensearch/`, `sinks/stdout/`) whose `__init__.py` defines `create(context, ...)`; the
 registry imports it by name when the config asks for it, so the engine, the CLI and the Dagster layer
 never import a backend (`scripts/check_layout.py` checks that). `register` adds one from elsewhere

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from . import registry
+from . import registry, roles
 from .capture import ChangeCapture, Repairs
 from .catalog import read_catalog
 from .changes import Position, int_to_lsn, lsn_to_int
@@ -307,6 +307,8 @@ class Engine(Reseeds, SlotIdentity):
             getattr(queue, "close", lambda: None)()
             for rebuild, _ in list(self._rebuilding.values()):
                 rebuild.join(timeout=30)
+        if held is not None and (position := held()) > acked[0]:
+            self._ack(position)  # what the queue took while stopping
 
     def report_lag(self, worker_changes: int = 0, seconds: float = 0.0) -> LagReport:
         info = self.capture.slot_info()
@@ -320,9 +322,15 @@ class Engine(Reseeds, SlotIdentity):
         return report
 
     def run(self, *, live: bool = True, backfill: bool = True, only: Collection[str] | None = None,
-            force: bool = False, recreate_slot: bool = False) -> list[BackfillReport]:
+            force: bool = False, recreate_slot: bool = False, role: str | None = None) -> list[BackfillReport]:
         """With live capture, an index that has a serving generation is rebuilt beside it (the
-        serving one answering meanwhile); one with nothing to serve yet is filled first."""
+        serving one answering meanwhile); one with nothing to serve yet is filled first. A `role`
+        (`roles.py`) runs only capture or only a worker of a durable queue."""
+        if role is not None:
+            roles.check_role_queue(self)
+            if role == "worker":
+                roles.run_worker(self)
+                return []
         created = self.prepare(recreate_slot=recreate_slot)
         if not backfill:
             names: list[str] = []
@@ -336,7 +344,10 @@ class Engine(Reseeds, SlotIdentity):
         if live and not self.stop.is_set():
             for index in beside:
                 self.start_rebuild(index, self._why_reseed(index, force))
-            self.live()
+            if role == "capture":
+                roles.run_capture(self)
+            else:
+                self.live()
         return reports
 
     # --- verification (verify/) ---------------------------------------------------------------

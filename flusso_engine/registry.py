@@ -91,5 +91,5 @@ def factory(part: str, name: str) -> Callable[..., Any]:
     raise ConfigError([Problem(PARTS[part], f'no {part} backend "{name}": use one of {choices}')])
 
 
-def create(part: str, name: str, context: Context, *args: Any) -> Any:
-    return factory(part, name)(context, *args)
+def create(part: str, name: str, context: Context, *args: Any, **kwargs: Any) -> Any:
+    return factory(part, name)(context, *args, **kwargs)

@@ -74,6 +74,7 @@ def key_columns(catalog) -> dict[str, list[str]]:  # noqa: ANN001 - catalog.Cata
     return out
 
 
-def create(context, stop: threading.Event) -> KafkaQueue:  # noqa: ANN001 - registry.Context
-    """The registry's factory (`queue.type: kafka`): capture and a worker in one process."""
-    return KafkaQueue(context.config.queue, key_columns(context.catalog), stop)
+def create(context, stop: threading.Event, produce: bool = True,  # noqa: ANN001 - registry.Context
+           consume: bool = True) -> KafkaQueue:
+    """The registry's factory (`queue.type: kafka`): both sides for `flusso run`, one for a role."""
+    return KafkaQueue(context.config.queue, key_columns(context.catalog), stop, produce=produce, consume=consume)

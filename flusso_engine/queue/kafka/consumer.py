@@ -69,11 +69,13 @@ class ChangeConsumer:
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned |= {p.partition for p in partitions}
-        log.info("kafka: partitions %s of %s assigned", sorted(p.partition for p in partitions), self.topic)
+        if partitions:  # a cooperative rebalance also hands out empty increments
+            log.info("kafka: partitions %s of %s assigned", sorted(p.partition for p in partitions), self.topic)
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned -= {p.partition for p in partitions}
-        log.info("kafka: partitions %s of %s revoked", sorted(p.partition for p in partitions), self.topic)
+        if partitions:
+            log.info("kafka: partitions %s of %s revoked", sorted(p.partition for p in partitions), self.topic)
 
     def get_batch(self, max_items: int, max_delay: float, timeout: float | None = None) -> list[Change]:
         """Up to `max_items` changes: returns when that many came, or `max_delay` after the first;

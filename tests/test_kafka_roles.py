@@ -1,0 +1,91 @@
+"""`flusso run --role capture` and `--role worker` on the real PostgreSQL, OpenSearch and Kafka: one
+capture and 1 or 3 workers converge on every change kind, the slot is acknowledged as far as Kafka
+holds, and on a clean stop every change handed to a worker was flushed and committed."""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+import pytest
+
+from flusso_engine.config import load_config
+
+from .e2e import Flusso, current_lsn, flusso, slot_confirmed, sql, wait_converged
+from .test_kafka_queue import committed, kafka_bookstore, topic  # noqa: F401 - fixtures
+
+CHANGES = (
+    "INSERT INTO book (id, isbn, title, publisher_id, genres) VALUES (100001, 'x-1', 'New book', 1, '{a,b}')",
+    "UPDATE book SET title = 'Renamed', price = 9.99 WHERE id = 2",
+    "DELETE FROM book WHERE id = 3",
+    "UPDATE book SET id = 100002 WHERE id = 4",
+    "UPDATE publisher SET name = 'Renamed publisher' WHERE id = 1",
+    "UPDATE book SET publisher_id = 2 WHERE id = 5",
+    "INSERT INTO book_detail (book_id, summary) VALUES (100001, 'a summary') ON CONFLICT DO NOTHING",
+    "DELETE FROM book_detail WHERE book_id = (SELECT max(book_id) FROM book_detail WHERE book_id < 100000)",
+    "INSERT INTO book_author (book_id, author_id) VALUES (100001, 1)",
+    "DELETE FROM book_author WHERE book_id = 6",
+    "UPDATE author SET name = 'Renamed author' WHERE id = 2",
+    "INSERT INTO review (book_id, reader_id, rating, body) VALUES (100001, 1, 5, 'great')",
+    "UPDATE review SET book_id = 7 WHERE id = (SELECT max(id) FROM review WHERE book_id NOT IN (7, 100001))",
+    "DELETE FROM review WHERE id = (SELECT min(id) FROM review WHERE book_id = 8)",
+    "UPDATE reader SET name = 'Renamed reader' WHERE id = (SELECT reader_id FROM review LIMIT 1)",
+    "UPDATE tag SET name = 'renamed-tag' WHERE id = (SELECT tag_id FROM review_tag LIMIT 1)",
+)
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_one_capture_and_n_workers_converge(kafka_bookstore, opensearch, kafka_bootstrap, topic,  # noqa: F811
+                                            workers: int) -> None:
+    dsn, config = kafka_bookstore
+    slot = load_config(config).source.slot
+    capture = Flusso(config, "--role", "capture")
+    running = [capture]
+    try:
+        capture.wait_for("live capture started")  # after the capture role's backfill
+        wait_converged(opensearch, config)
+        for _ in range(workers):
+            running.append(Flusso(config, "--role", "worker"))
+        for worker in running[1:]:  # each worker owns a partition before the writes begin
+            worker.wait_for(f"of {topic} assigned", timeout=90)
+        sql(dsn, *CHANGES)
+        with psycopg.connect(dsn, autocommit=True) as conn:  # many transactions, over every partition
+            for i in range(10, 110):
+                conn.execute("UPDATE book SET title = %s WHERE id = %s", (f"worker {i}", i))
+        after_writes = current_lsn(dsn)
+        docs = wait_converged(opensearch, config, timeout=90)
+        assert "3" not in docs and "4" not in docs and "100002" in docs and docs["2"]["title"] == "Renamed"
+        assert docs["100001"]["reviews"][0]["body"] == "great" and docs["50"]["title"] == "worker 50"
+        deadline = time.monotonic() + 30
+        while (slot_confirmed(dsn, slot) or 0) < after_writes and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert slot_confirmed(dsn, slot) >= after_writes
+        # truncates reach whichever worker owns their partition; the index lifecycle reaches them all
+        sql(dsn, "TRUNCATE review_tag")
+        wait_converged(opensearch, config, timeout=120)
+        sql(dsn, "TRUNCATE book CASCADE")
+        assert wait_converged(opensearch, config, timeout=120) == {}
+        sql(dsn, "INSERT INTO book (id, isbn, title) VALUES (1, 'y-1', 'After truncate')")
+        assert wait_converged(opensearch, config)["1"]["title"] == "After truncate"
+    finally:
+        for run in reversed(running):
+            run.stop()
+    for run in running:
+        assert run.proc.returncode == 0, run.output()[-3000:]
+    offsets = committed(kafka_bootstrap, topic, f"flusso-{topic}", 3)
+    from confluent_kafka import Consumer, TopicPartition
+
+    probe = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"{topic}-probe"})
+    ends = {p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in range(3)}
+    probe.close()
+    assert {p: offsets.get(p, 0) for p in range(3)} == ends
+
+
+def test_a_role_needs_a_durable_queue(bookstore_db, index_prefix, tmp_path) -> None:
+    from .e2e import write_config
+
+    config = write_config(tmp_path / "flusso.yaml", bookstore_db, index_prefix)
+    done = flusso("run", "--role", "worker", config=config, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "queue.type: channel is not a durable queue" in done.stderr
+    assert "set queue.type: kafka" in done.stderr

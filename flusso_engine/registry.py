@@ -9,7 +9,7 @@ never import a backend (`scripts/check_layout.py` checks that). `register` adds 
 | part | config key | factory |
 | --- | --- | --- |
 | capture | `source.capture` | `create(context) -> ChangeCapture` |
-| queue | `queue.type` | `create(context, stop) -> Queue` (one per phase) |
+| queue | `queue.type` | `create(context, stop) -> Queue` (one per phase; kafka's also `produce=`, `consume=`) |
 | documents | (always `sql` for now) | `create(context) -> DocumentBuilder` |
 | sinks | `sink.type` | `create(context) -> Sink` |
 """

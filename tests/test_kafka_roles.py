@@ -1,9 +1,13 @@
 """`flusso run --role capture` and `--role worker` on the real PostgreSQL, OpenSearch and Kafka: one
 capture and 1 or 3 workers converge on every change kind, the slot is acknowledged as far as Kafka
-holds, and on a clean stop every change handed to a worker was flushed and committed."""
+holds, and on a clean stop every change handed to a worker was flushed and committed; a worker
+killed (-9) while writers run loses nothing, and while Kafka is down capture waits unacknowledged."""
 
 from __future__ import annotations
 
+import random
+import subprocess
+import threading
 import time
 
 import psycopg
@@ -11,7 +15,7 @@ import pytest
 
 from flusso_engine.config import load_config
 
-from .e2e import Flusso, current_lsn, flusso, slot_confirmed, sql, wait_converged
+from .e2e import ROOT, Flusso, current_lsn, flusso, slot_confirmed, sql, wait_converged
 from .test_kafka_queue import committed, kafka_bookstore, topic  # noqa: F401 - fixtures
 
 CHANGES = (
@@ -89,3 +93,95 @@ def test_a_role_needs_a_durable_queue(bookstore_db, index_prefix, tmp_path) -> N
     assert done.returncode == 1, done.stderr
     assert "queue.type: channel is not a durable queue" in done.stderr
     assert "set queue.type: kafka" in done.stderr
+
+
+class Writers:
+    """Updates of random books, one transaction each, on a thread, until stopped."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.stop = threading.Event()
+        self.count = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        rng = random.Random(15)
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            while not self.stop.is_set():
+                i = rng.randint(1, 200)
+                conn.execute("UPDATE book SET title = %s WHERE id = %s", (f"w{self.count} {i}", i))
+                if self.count % 7 == 0:
+                    conn.execute("UPDATE author SET name = %s WHERE id = %s", (f"a{self.count}", rng.randint(1, 20)))
+                self.count += 1
+                time.sleep(0.01)
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+
+def test_a_killed_worker_s_changes_reach_the_others(kafka_bookstore, opensearch, topic) -> None:  # noqa: F811
+    dsn, config = kafka_bookstore
+    running = [Flusso(config, "--role", "capture")]
+    writers = None
+    try:
+        running[0].wait_for("live capture started")
+        wait_converged(opensearch, config)
+        running += [Flusso(config, "--role", "worker"), Flusso(config, "--role", "worker")]
+        for worker in running[1:]:
+            worker.wait_for(f"of {topic} assigned", timeout=90)
+        writers = Writers(dsn)
+        time.sleep(3)
+        running[1].kill()  # kill -9 mid-stream: what it had not committed goes to the others
+        time.sleep(2)
+        running.append(Flusso(config, "--role", "worker"))  # and one more joins
+        time.sleep(3)
+        writers.finish()
+        assert writers.count > 50
+        wait_converged(opensearch, config, timeout=120)
+    finally:
+        if writers is not None:
+            writers.finish()
+        for run in reversed(running):
+            run.stop()
+    for run in (running[0], *running[2:]):
+        assert run.proc.returncode == 0, run.output()[-3000:]
+
+
+def test_kafka_down_capture_waits_then_everything_converges(
+    kafka_bookstore, opensearch, topic,  # noqa: F811 - the fixtures of test_kafka_queue
+) -> None:
+    dsn, config = kafka_bookstore
+    slot = load_config(config).source.slot
+    script = str(ROOT / "services" / "kafka.sh")
+    running = [Flusso(config, "--role", "capture"), Flusso(config, "--role", "worker")]
+    try:
+        running[0].wait_for("live capture started")
+        running[1].wait_for(f"of {topic} assigned", timeout=90)
+        wait_converged(opensearch, config)
+        subprocess.run(["bash", script, "down"], check=True, capture_output=True, timeout=60)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for i in range(1, 40):
+                conn.execute("UPDATE book SET title = %s WHERE id = %s", (f"while kafka was down {i}", i))
+                if i == 1:
+                    first = current_lsn(dsn)  # at or past the first write's commit
+        after_writes = current_lsn(dsn)
+        time.sleep(8)
+        assert all(run.proc.poll() is None for run in running)  # both wait for Kafka
+        # nothing acked that Kafka does not hold: not even the first write (idle keepalives before it
+        # may have confirmed other databases' WAL up to it)
+        assert (slot_confirmed(dsn, slot) or 0) < first
+        subprocess.run(["bash", script, "up"], check=True, capture_output=True, timeout=180)
+        docs = wait_converged(opensearch, config, timeout=120)
+        assert docs["7"]["title"] == "while kafka was down 7"
+        deadline = time.monotonic() + 30
+        while (slot_confirmed(dsn, slot) or 0) < after_writes and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert slot_confirmed(dsn, slot) >= after_writes
+    finally:
+        subprocess.run(["bash", script, "up"], capture_output=True, timeout=180)
+        for run in reversed(running):
+            run.stop()
+    for run in running:
+        assert run.proc.returncode == 0, run.output()[-3000:]

@@ -27,6 +27,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from ...changes import Change
 from ...error import QueueError
+from .clientlog import client_logger
 from .codec import FormatError, decode
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 _REBALANCED = {KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID, KafkaError.REBALANCE_IN_PROGRESS,
                KafkaError._NO_OFFSET, KafkaError.FENCED_MEMBER_EPOCH, KafkaError.STALE_MEMBER_EPOCH,
                KafkaError._ASSIGNMENT_LOST}
+# what no reconnect mends: the topic gone, or the group or topic not ours to read
+_FATAL = {KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError.TOPIC_AUTHORIZATION_FAILED,
+          KafkaError.GROUP_AUTHORIZATION_FAILED, KafkaError._UNKNOWN_PARTITION}
 
 
 def consumer_config(bootstrap: str, group: str, fetch_bytes: int) -> dict[str, object]:
@@ -62,7 +66,7 @@ class ChangeConsumer:
         self._poll = poll
         self._assigned: set[int] = set()
         self._pending: deque[dict[int, int]] = deque()  # per handed-out batch: partition -> next offset
-        self._consumer = Consumer(consumer_config(bootstrap, group, fetch_bytes), logger=log)
+        self._consumer = Consumer(consumer_config(bootstrap, group, fetch_bytes), logger=client_logger("consumer"))
         self._consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                  on_lost=self._on_revoke)
         self.consumed = 0
@@ -100,9 +104,9 @@ class ChangeConsumer:
                         first = time.monotonic()
                     messages.append(msg)
                 elif err.code() != KafkaError._PARTITION_EOF:
-                    if err.fatal() or not err.retriable():
+                    if err.fatal() or err.code() in _FATAL:
                         raise QueueError(f"Kafka topic {self.topic}: {err.str()}; nothing unflushed was committed")
-                    log.warning("kafka: %s (retrying)", err.str())
+                    log.warning("kafka: %s (the client reconnects by itself)", err.str())
         if not messages:
             return []
         offsets: dict[int, int] = {}
@@ -129,16 +133,29 @@ class ChangeConsumer:
         mine = [TopicPartition(self.topic, p, o) for p, o in sorted(offsets.items()) if p in self._assigned]
         if not mine:
             return
-        try:
-            self._consumer.commit(offsets=mine, asynchronous=False)
-        except KafkaException as err:
-            kerr = err.args[0] if err.args else None
-            if isinstance(kerr, KafkaError) and kerr.code() in _REBALANCED:
-                # a rebalance took them: whoever has them now gets those changes again (harmless)
-                log.warning("kafka: offsets %s not committed (%s): they will be delivered again",
-                            {t.partition: t.offset for t in mine}, kerr.str())
+        pause = 0.2
+        while True:
+            try:
+                self._consumer.commit(offsets=mine, asynchronous=False)
                 return
-            raise QueueError(f"Kafka refused the offsets of group {self.group} on {self.topic}: {err}") from err
+            except KafkaException as err:
+                kerr = err.args[0] if err.args else None
+                code = kerr.code() if isinstance(kerr, KafkaError) else None
+                if code in _REBALANCED:
+                    # a rebalance took them: whoever has them now gets those changes again (harmless)
+                    log.warning("kafka: offsets %s not committed (%s): they will be delivered again",
+                                {t.partition: t.offset for t in mine}, kerr.str())
+                    return
+                if not isinstance(kerr, KafkaError) or kerr.fatal() or code in _FATAL:
+                    raise QueueError(f"Kafka refused the offsets of group {self.group} on {self.topic}: "
+                                     f"{err}") from err
+                if self._stop.is_set():  # stopping while Kafka is away: they are delivered again later
+                    log.warning("kafka: offsets %s not committed while stopping (%s)",
+                                {t.partition: t.offset for t in mine}, kerr.str())
+                    return
+                log.warning("kafka: committing offsets failed (%s); again in %.1fs", kerr.str(), pause)
+                self._stop.wait(pause)
+                pause = min(pause * 2, 5.0)
 
     def empty(self) -> bool:
         """Nothing handed out is waiting to be committed? Once stopped, what Kafka holds stays there."""

@@ -26,6 +26,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from ...changes import Change, Position
 from ...error import QueueError
+from .clientlog import client_logger
 from .codec import encode, message_key
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class ChangeProducer:
         self._keys = key_columns
         self._stop = stop
         self._poll = poll
-        self._producer = Producer(producer_config(bootstrap, buffer_bytes), logger=log)
+        self._producer = Producer(producer_config(bootstrap, buffer_bytes), logger=client_logger("producer"))
         self._lock = threading.Lock()  # delivery reports run on whichever thread polls
         self._open = _Txn()
         self._closed: deque[_Txn] = deque()

@@ -8,6 +8,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from ...error import QueueError
+from .clientlog import client_logger
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int, timeout: float = 1
     stay in one partition either way, from the moment the count is what it is), so a difference is
     said, not refused. Replication is the broker's default (`default.replication.factor`).
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap, "client.id": "flusso-admin"}, logger=log)
+    admin = AdminClient({"bootstrap.servers": bootstrap, "client.id": "flusso-admin"}, logger=client_logger("admin"))
     try:
         meta = admin.list_topics(topic=topic, timeout=timeout)
     except KafkaException as err:

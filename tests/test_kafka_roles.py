@@ -185,3 +185,31 @@ def test_kafka_down_capture_waits_then_everything_converges(
             run.stop()
     for run in running:
         assert run.proc.returncode == 0, run.output()[-3000:]
+
+
+def test_a_killed_capture_restarts_from_the_slot_and_everything_converges(
+    kafka_bookstore, opensearch, topic,  # noqa: F811 - the fixtures of test_kafka_queue
+) -> None:
+    dsn, config = kafka_bookstore
+    running = [Flusso(config, "--role", "capture"), Flusso(config, "--role", "worker")]
+    writers = None
+    try:
+        running[0].wait_for("live capture started")
+        running[1].wait_for(f"of {topic} assigned", timeout=90)
+        wait_converged(opensearch, config)
+        writers = Writers(dsn)
+        time.sleep(3)
+        running[0].kill()  # kill -9: what Kafka did not confirm was never acked, the slot sends it again
+        time.sleep(1)
+        running.append(Flusso(config, "--role", "capture"))
+        running[-1].wait_for("live capture started")
+        time.sleep(2)
+        writers.finish()
+        wait_converged(opensearch, config, timeout=120)
+    finally:
+        if writers is not None:
+            writers.finish()
+        for run in reversed(running):
+            run.stop()
+    for run in running[1:]:
+        assert run.proc.returncode == 0, run.output()[-3000:]

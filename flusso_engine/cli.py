@@ -187,12 +187,16 @@ def _engine(config: FlussoConfig, stop: threading.Event, progress: bool = False)
 
 
 def _status(config: FlussoConfig, as_json: bool) -> int:
+    from . import registry
+
     engine = _engine(config, threading.Event())
     try:
         health = engine.slot_health()
         indexes = [engine.index_status(i) for i in config.indexes]
     finally:
         engine.close()
+    queue_status = registry.hook("queue", config.queue.type, "status")  # a durable queue's lag (kafka)
+    queue = queue_status(config.queue) if queue_status is not None else None
     info, server = health.info, health.server
     code = EXIT_OK if health.ok else EXIT_ATTENTION
     data = {
@@ -202,6 +206,7 @@ def _status(config: FlussoConfig, as_json: bool) -> int:
         "lag_bytes": info.lag_bytes if info else None,
         "active": info.active if info else False,
         **health.as_json(),
+        **({"queue": queue} if queue is not None else {}),
         "indexes": {
             s.index: {
                 "seeded": s.seeded,
@@ -245,6 +250,11 @@ def _status(config: FlussoConfig, as_json: bool) -> int:
     for reason in health.reasons:
         console.print(f"[{style[reason.level]}]{reason.level}[/]: {escape(reason.message)}. Fix: {escape(reason.fix)}")
     console.print(f"health: [{style[health.level]}]{health.level}[/]")
+    if queue is not None:
+        parts = ", ".join(f"{p}: {v['lag']}" for p, v in queue.get("partitions", {}).items())
+        console.print(f"queue {queue['type']} topic {queue['topic']}, group {queue['group']}: " + (
+            queue["error"] if "error" in queue else f"lag {queue['lag']} changes ({parts})" if queue["exists"]
+            else "no topic yet (`flusso run` creates it)"), markup=False)
     table = Table("index", "seeded", "documents", "root rows", "definition", "serving", "building")
     for s in indexes:
         table.add_row(s.index, "yes" if s.seeded else "no", str(s.documents), str(s.rows),

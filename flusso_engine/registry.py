@@ -91,5 +91,13 @@ def factory(part: str, name: str) -> Callable[..., Any]:
     raise ConfigError([Problem(PARTS[part], f'no {part} backend "{name}": use one of {choices}')])
 
 
+def hook(part: str, name: str, attr: str) -> Callable[..., Any] | None:
+    """A function a backend's folder offers beside `create` (a queue's `status(config)`), or None."""
+    if (part, name) in _registered or name not in available(part):
+        return None
+    found = getattr(importlib.import_module(f"{__package__}.{part}.{name}"), attr, None)
+    return found if callable(found) else None
+
+
 def create(part: str, name: str, context: Context, *args: Any, **kwargs: Any) -> Any:
     return factory(part, name)(context, *args, **kwargs)

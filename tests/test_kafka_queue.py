@@ -4,6 +4,7 @@ flush, and `flusso run` with `queue: kafka` converges like the channel does."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -21,7 +22,7 @@ from flusso_engine.queue.kafka.consumer import ChangeConsumer
 from flusso_engine.queue.kafka.producer import ChangeProducer
 from flusso_engine.queue.kafka.topic import ensure_topic
 
-from .e2e import Flusso, current_lsn, generate, slot_confirmed, sql, wait_converged, write_config
+from .e2e import Flusso, current_lsn, flusso, generate, slot_confirmed, sql, wait_converged, write_config
 
 KEYS = {"public.book": ["id"]}
 
@@ -179,3 +180,10 @@ def test_flusso_run_through_kafka_converges_and_commits_what_it_flushed(kafka_bo
     ends = {p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in range(3)}
     probe.close()
     assert {p: offsets.get(p, 0) for p in range(3)} == ends
+    # and `flusso status` says so, per partition
+    shown = flusso("status", "--json", config=config)
+    queue = json.loads(shown.stdout)["queue"]
+    assert (queue["topic"], queue["group"], queue["lag"]) == (topic, f"flusso-{topic}", 0)
+    assert {int(p): v["end"] for p, v in queue["partitions"].items()} == ends
+    text = flusso("status", config=config).stdout
+    assert f"queue kafka topic {topic}, group flusso-{topic}: lag 0 changes (0: 0, 1: 0, 2: 0)" in text

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ...changes import Change, Position
 from ...config.models import QueueConfig
 from .consumer import ChangeConsumer
+from .lag import group_lag
 from .producer import ChangeProducer
 from .topic import ensure_topic
 
@@ -62,6 +64,12 @@ class KafkaQueue:
             self.producer.flush(timeout)
         if self.consumer is not None:
             self.consumer.close()
+
+
+def status(config: QueueConfig) -> dict[str, Any]:
+    """`flusso status`'s view of the queue: the consumer group's lag per partition (`lag.py`)."""
+    assert config.bootstrap is not None and config.topic is not None
+    return group_lag(config.bootstrap, config.topic, config.consumer_group)
 
 
 def key_columns(catalog) -> dict[str, list[str]]:  # noqa: ANN001 - catalog.Catalog

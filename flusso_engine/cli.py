@@ -378,6 +378,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _verify(config, stop, args)
         engine = _engine(config, stop, progress=args.command == "backfill")
         if args.command == "run":
+            if args.role == "worker" and (args.no_live or args.recreate_slot):
+                raise ConfigError([Problem("--role worker", "a worker holds no slot and backfills nothing: drop "
+                                           "--no-live and --recreate-slot (they belong to --role capture)")])
             engine.run(live=not args.no_live, recreate_slot=args.recreate_slot, role=args.role)
         else:
             created = engine.prepare()

@@ -187,3 +187,16 @@ def test_flusso_run_through_kafka_converges_and_commits_what_it_flushed(kafka_bo
     assert {int(p): v["end"] for p, v in queue["partitions"].items()} == ends
     text = flusso("status", config=config).stdout
     assert f"queue kafka topic {topic}, group flusso-{topic}: lag 0 changes (0: 0, 1: 0, 2: 0)" in text
+
+
+def test_a_change_kafka_cannot_take_stops_capture_saying_why(kafka_bootstrap, topic) -> None:
+    ensure_topic(kafka_bootstrap, topic, 1)
+    producer = ChangeProducer(kafka_bootstrap, topic, KEYS, 4 * 1024**2, threading.Event())
+    huge = Change("public.book", "insert", new={"id": "1", "body": "x" * 2_000_000}, position=5, xid=1)
+    with pytest.raises(QueueError) as err:
+        producer.put(huge)
+    assert "a change of public.book at 5" in str(err.value) and "max.message.bytes" in str(err.value)
+    with pytest.raises(QueueError):  # and nothing after it: its transaction never counts as held
+        producer.put(commit(6, 1))
+    with pytest.raises(QueueError):
+        producer.confirmed()

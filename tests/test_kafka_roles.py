@@ -93,6 +93,8 @@ def test_a_role_needs_a_durable_queue(bookstore_db, index_prefix, tmp_path) -> N
     assert done.returncode == 1, done.stderr
     assert "queue.type: channel is not a durable queue" in done.stderr
     assert "set queue.type: kafka" in done.stderr
+    done = flusso("run", "--role", "worker", "--no-live", config=config, timeout=120)
+    assert done.returncode == 1 and "--role worker: a worker holds no slot and backfills nothing" in done.stderr
 
 
 class Writers:

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from ...changes import Change, Position
 from ...error import QueueError
@@ -103,6 +103,14 @@ class ChangeProducer:
             try:
                 self._producer.produce(self.topic, value=value, key=key, on_delivery=delivered)
                 break
+            except KafkaException as err:  # refused before it was queued: too large, most likely
+                with self._lock:  # its transaction stays open: nothing from here on counts as held
+                    self.error = QueueError(
+                        f"Kafka refused a change of {table} at {position} ({len(value)} bytes) for topic "
+                        f"{self.topic}: {err.args[0].str()}; if it is too large, raise the topic's "
+                        "max.message.bytes and the broker's message.max.bytes; nothing after the last "
+                        "confirmed transaction was acknowledged")
+                raise self.error from err
             except BufferError:  # producer_buffer bytes unconfirmed: wait for Kafka (back-pressure)
                 if self._stop.is_set():
                     with self._lock:

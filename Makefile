@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install services services-down services-status test lint layout bench bench-full bench-reseed clean demo screenshot
+.PHONY: install services services-down services-status test test-kafka lint layout bench bench-full bench-reseed clean demo screenshot
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ layout: $(STAMP)
 
 test: $(STAMP) services lint layout
 	$(BIN)/pytest -q
+
+# Only the Kafka queue's tests (`make test` runs them too; they start the broker themselves, ~4 minutes).
+test-kafka: $(STAMP) services
+	$(BIN)/pytest -q tests/test_kafka_codec.py tests/test_config_queue.py tests/test_kafka_queue.py \
+		tests/test_kafka_roles.py tests/test_services.py
 
 # The quick scale (10k books, 20 s per rate, a backlog of 100k changes; under 15 minutes).
 BENCH_ARGS ?= --books 10000 --seconds 20

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install services services-down services-status test lint layout bench bench-full bench-reseed bench-polling clean demo screenshot
+.PHONY: install services services-down services-status test test-kafka lint layout bench bench-full bench-reseed bench-polling clean demo screenshot
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,14 +22,16 @@ demo: $(STAMP) services
 screenshot:
 	@bash scripts/screenshot.sh
 
+# KAFKA=1 starts the Kafka broker too (queue: {type: kafka}); services-down stops it if it runs.
 services:
-	@bash services/up.sh
+	@KAFKA=$(KAFKA) bash services/up.sh
 
 services-down:
 	@bash services/down.sh
 
 services-status:
-	@bash services/postgres.sh status; bash services/opensearch.sh status
+	@bash services/postgres.sh status; bash services/opensearch.sh status; s=$$?; \
+		bash services/kafka.sh status || echo "kafka: optional (make services KAFKA=1)"; exit $$s
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -40,6 +42,11 @@ layout: $(STAMP)
 
 test: $(STAMP) services lint layout
 	$(BIN)/pytest -q
+
+# Only the Kafka queue's tests (`make test` runs them too; they start the broker themselves, ~4 minutes).
+test-kafka: $(STAMP) services
+	$(BIN)/pytest -q tests/test_kafka_codec.py tests/test_config_queue.py tests/test_kafka_queue.py \
+		tests/test_kafka_roles.py tests/test_services.py
 
 # The quick scale (10k books, 20 s per rate, a backlog of 100k changes; under 15 minutes).
 BENCH_ARGS ?= --books 10000 --seconds 20
@@ -68,4 +75,4 @@ bench-polling: $(STAMP) services
 	$(BIN)/python bench/run.py --scenario polling $(POLLING_ARGS)
 
 clean:
-	rm -rf $(VENV) services/opensearch/target
+	rm -rf $(VENV) services/opensearch/target services/kafka/target

@@ -41,7 +41,8 @@ def fill(engine: Engine, index: str, target: str, *, builder: DocumentBuilder, s
                     failpoint=failpoint, in_flight=engine.batch.in_flight, guard=engine.raise_bounds,
                     targets=lambda _index: (target,))
     halt = threading.Event()
-    queue = registry.create("queue", engine.config.queue.type, engine.context, halt)
+    # always the channel: a snapshot has no position to resume from, so a durable queue would add nothing
+    queue = registry.create("queue", "channel", engine.context, halt)
     thread = CaptureThread(lambda: engine.capture.snapshot(plan.root, key), queue, halt, name="flusso-snapshot")
     thread.start()
 

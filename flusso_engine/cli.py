@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     cmd("validate", "check the config against the live database")
     run = cmd("run", "mapping first, backfill unseeded indexes, then follow the database live")
     run.add_argument("--no-live", action="store_true", help="stop after the backfill")
+    run.add_argument("--role", choices=["capture", "worker"],
+                     help="with queue.type kafka: only capture (slot into the topic) or only a worker (any number)")
     run.add_argument("--recreate-slot", action="store_true",
                      help="drop the replication slot and create it again, reseeding every index (for a slot "
                           "that cannot continue, e.g. after its publication was dropped and created again)")
@@ -294,7 +296,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _verify(config, stop, args)
         engine = _engine(config, stop, progress=args.command == "backfill")
         if args.command == "run":
-            engine.run(live=not args.no_live, recreate_slot=args.recreate_slot)
+            if args.role == "worker" and (args.no_live or args.recreate_slot):
+                raise ConfigError([Problem("--role worker", "a worker holds no slot and backfills nothing: drop "
+                                           "--no-live and --recreate-slot (they belong to --role capture)")])
+            engine.run(live=not args.no_live, recreate_slot=args.recreate_slot, role=args.role)
         else:
             created = engine.prepare()
             reports = engine.backfill_unseeded(created, args.index, force=args.force)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from . import registry
+from . import registry, roles
 from .capture import ChangeCapture
 from .catalog import read_catalog
 from .changes import Position, int_to_lsn, lsn_to_int
@@ -247,10 +247,15 @@ class Engine(Reseeds, SlotIdentity):
         log.info("live capture started on slot %s", self.config.source.slot)
         last = [time.monotonic(), 0]
         idle_raised = [0.0]
+        # a durable queue (kafka) holds what it confirmed: the slot is acked to that, not after flushes
+        held, acked = getattr(queue, "confirmed", None), [0]
 
         def tick() -> None:
             if self.rebuild_errors:
                 raise self.rebuild_errors.pop(0)
+            if held is not None and (position := held()) > acked[0]:
+                self._ack(position)
+                acked[0] = position
             if self.routing is not None:
                 self.routing.maybe_refresh()
             now = time.monotonic()
@@ -267,13 +272,16 @@ class Engine(Reseeds, SlotIdentity):
 
         try:
             drive(worker, queue, thread, self.stop, self._capture_stop, self.batch.max_changes,
-                  self.batch.max_delay, ack=self._ack, on_tick=tick)
+                  self.batch.max_delay, ack=self._ack, on_tick=tick, on_batch=getattr(queue, "batch_done", None))
         finally:
             self._capture_stop.set()
             worker.close()
             thread.join(timeout=30)
+            getattr(queue, "close", lambda: None)()
             for rebuild, _ in list(self._rebuilding.values()):
                 rebuild.join(timeout=30)
+        if held is not None and (position := held()) > acked[0]:
+            self._ack(position)  # what the queue took while stopping
 
     def report_lag(self, worker_changes: int = 0, seconds: float = 0.0) -> LagReport:
         info = self.capture.slot_info()
@@ -292,9 +300,15 @@ class Engine(Reseeds, SlotIdentity):
         return report
 
     def run(self, *, live: bool = True, backfill: bool = True, only: Collection[str] | None = None,
-            force: bool = False, recreate_slot: bool = False) -> list[BackfillReport]:
+            force: bool = False, recreate_slot: bool = False, role: str | None = None) -> list[BackfillReport]:
         """With live capture, an index that has a serving generation is rebuilt beside it (the
-        serving one answering meanwhile); one with nothing to serve yet is filled first."""
+        serving one answering meanwhile); one with nothing to serve yet is filled first. A `role`
+        (`roles.py`) runs only capture or only a worker of a durable queue."""
+        if role is not None:
+            roles.check_role_queue(self)
+            if role == "worker":
+                roles.run_worker(self)
+                return []
         created = self.prepare(recreate_slot=recreate_slot)
         if not backfill:
             names: list[str] = []
@@ -308,7 +322,10 @@ class Engine(Reseeds, SlotIdentity):
         if live and not self.stop.is_set():
             for index in beside:
                 self.start_rebuild(index, self._why_reseed(index, force))
-            self.live()
+            if role == "capture":
+                roles.run_capture(self)
+            else:
+                self.live()
         return reports
 
     # --- verification (verify/) ---------------------------------------------------------------

@@ -37,6 +37,11 @@ class SourceError(FlussoError):
     """The database: settings, privileges, a lost connection, a slot held by someone else."""
 
 
+class QueueError(FlussoError):
+    """The durable queue (Kafka): unreachable, refusing a write, or holding a message flusso cannot
+    read; nothing past what it confirmed was acknowledged."""
+
+
 class Refused(FlussoError):
     """An endpoint refused flusso before anything ran (its certificate, the credentials, a privilege):
     exit 1, with the endpoint, the cause and the fix."""

@@ -1,6 +1,6 @@
 """Backends by name: the config's `type` picks each part's backend, and nothing else names one.
 
-A backend is a folder below its part (`capture/wal/`, `queue/channel/`, `documents/sql/`,
+A backend is a folder below its part (`capture/wal/`, `queue/channel/`, `queue/kafka/`, `documents/sql/`,
 `sinks/opensearch/`, `sinks/stdout/`) whose `__init__.py` defines `create(context, ...)`; the
 registry imports it by name when the config asks for it, so the engine, the CLI and the Dagster layer
 never import a backend (`scripts/check_layout.py` checks that). `register` adds one from elsewhere
@@ -9,7 +9,7 @@ never import a backend (`scripts/check_layout.py` checks that). `register` adds 
 | part | config key | factory |
 | --- | --- | --- |
 | capture | `source.capture` | `create(context) -> ChangeCapture` |
-| queue | `queue.type` | `create(context, stop) -> Queue` (one per phase) |
+| queue | `queue.type` | `create(context, stop) -> Queue` (one per phase; kafka's also `produce=`, `consume=`) |
 | documents | (always `sql` for now) | `create(context) -> DocumentBuilder` |
 | sinks | `sink.type` | `create(context) -> Sink` |
 """
@@ -91,5 +91,13 @@ def factory(part: str, name: str) -> Callable[..., Any]:
     raise ConfigError([Problem(PARTS[part], f'no {part} backend "{name}": use one of {choices}')])
 
 
-def create(part: str, name: str, context: Context, *args: Any) -> Any:
-    return factory(part, name)(context, *args)
+def hook(part: str, name: str, attr: str) -> Callable[..., Any] | None:
+    """A function a backend's folder offers beside `create` (a queue's `status(config)`), or None."""
+    if (part, name) in _registered or name not in available(part):
+        return None
+    found = getattr(importlib.import_module(f"{__package__}.{part}.{name}"), attr, None)
+    return found if callable(found) else None
+
+
+def create(part: str, name: str, context: Context, *args: Any, **kwargs: Any) -> Any:
+    return factory(part, name)(context, *args, **kwargs)

@@ -19,7 +19,7 @@ from .capture import Repairs
 from .changes import Position
 from .generations import Building, Generations, physical
 from .observer import BackfillReport
-from .rebuild import Rebuild, RebuildSuperseded, delete_later, promote, supersede
+from .rebuild import Rebuild, RebuildRunning, RebuildSuperseded, delete_later, promote, supersede
 from .sinks import GenerationSink
 
 if TYPE_CHECKING:
@@ -50,10 +50,15 @@ class Reseeds:
         self.observer.backfill_finished(report)
         return report
 
-    def start_rebuild(self: Engine, index: str, reason: str) -> threading.Thread:
+    def start_rebuild(self: Engine, index: str, reason: str, superseding: bool = False) -> threading.Thread:
         """Rebuild `index` on a thread of its own, beside live capture (with its own builder and sink).
         A rebuild of the index this process started before is cancelled first (it may predate what
-        asks for this one). An error stops the run at its next tick; a superseded rebuild just ends."""
+        asks for this one). An error stops the run at its next tick; a superseded rebuild just ends.
+
+        `superseding` (a truncate's or resync's rebuild): one that another process registered in the
+        meantime is dropped too, a few times over: with a durable queue, one statement's truncates of
+        several tables reach several workers at once, and each must end with a rebuild that started
+        after it; a dropped rebuild ends quietly, so the last one standing does."""
         before = self._rebuilding.get(index)
         cancel = threading.Event()
         if before is not None:
@@ -67,7 +72,14 @@ class Reseeds:
             builder = registry.create("documents", "sql", self.context)
             sink = registry.create("sinks", self.config.sink.type, self.context)
             try:
-                report = Rebuild(self, index, builder=builder, sink=sink, reason=reason, stop=cancel).run()
+                for attempt in range(5):
+                    try:
+                        report = Rebuild(self, index, builder=builder, sink=sink, reason=reason, stop=cancel).run()
+                        break
+                    except RebuildRunning:
+                        if not superseding or attempt == 4 or cancel.is_set():
+                            raise
+                        supersede(Generations(sink), sink, index, reason)
                 if not (report.skipped and cancel.is_set()):
                     self.observer.backfill_finished(report)
             except RebuildSuperseded as err:
@@ -149,7 +161,7 @@ class Reseeds:
             self.backfill(index, why)
             return
         supersede(Generations(self.sink), self.sink, index, why)
-        self.start_rebuild(index, why)
+        self.start_rebuild(index, why, superseding=True)
 
     def _empty_generation(self: Engine, index: str) -> None:
         mapping = self.builder.mapping(index)

@@ -198,6 +198,14 @@ class SlotGuard:
         stored = self.sink.read_state(self.key)
         return None if stored is None else SlotState.from_doc(stored[0])
 
+    def attach(self) -> SlotState | None:
+        """The state as stored, for a process that writes documents without holding the slot (a
+        queue's worker role): its raises keep the version bound above its writes. None: none yet."""
+        with self._lock:
+            stored = self.sink.read_state(self.key)
+            self._state, self._token = (None, None) if stored is None else (SlotState.from_doc(stored[0]), stored[1])
+        return self._state
+
     def adopt(self, *, created: bool, read_slot: Callable[[], Position | None],
               read_current: Callable[[], Position], timeline: int, floor: Position = 0) -> Verdict:
         """Judge the slot (read in the order the module doc argues for) and record the outcome: the

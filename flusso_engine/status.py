@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+from . import registry
 from .changes import int_to_lsn
 from .config import FlussoConfig
 
@@ -22,6 +23,8 @@ def status(config: FlussoConfig, as_json: bool, engine: Engine) -> int:
         indexes = [engine.index_status(i) for i in config.indexes]
     finally:
         engine.close()
+    queue_status = registry.hook("queue", config.queue.type, "status")  # a durable queue's lag (kafka)
+    queue = queue_status(config.queue) if queue_status is not None else None
     info = health.info
     code = EXIT_OK if health.ok else EXIT_ATTENTION
     data = {
@@ -31,6 +34,7 @@ def status(config: FlussoConfig, as_json: bool, engine: Engine) -> int:
         "lag_bytes": info.lag_bytes if info else None,
         "active": info.active if info else False,
         **health.as_json(),
+        **({"queue": queue} if queue is not None else {}),
         "indexes": {
             s.index: {
                 "seeded": s.seeded,
@@ -60,6 +64,11 @@ def status(config: FlussoConfig, as_json: bool, engine: Engine) -> int:
     for reason in health.reasons:
         console.print(f"[{style[reason.level]}]{reason.level}[/]: {escape(reason.message)}. Fix: {escape(reason.fix)}")
     console.print(f"health: [{style[health.level]}]{health.level}[/]")
+    if queue is not None:
+        parts = ", ".join(f"{p}: {v['lag']}" for p, v in queue.get("partitions", {}).items())
+        console.print(f"queue {queue['type']} topic {queue['topic']}, group {queue['group']}: " + (
+            queue["error"] if "error" in queue else f"lag {queue['lag']} changes ({parts})" if queue["exists"]
+            else "no topic yet (`flusso run` creates it)"), markup=False)
     table = Table("index", "seeded", "documents", "root rows", "definition", "serving", "building")
     for s in indexes:
         table.add_row(s.index, "yes" if s.seeded else "no", str(s.documents), str(s.rows),

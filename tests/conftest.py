@@ -92,3 +92,26 @@ def index_prefix(request) -> Iterator[str]:
         OpenSearch([OPENSEARCH_URL], timeout=60).indices.delete(index=f"{prefix}*", ignore=[404])
     except Exception:  # noqa: BLE001
         pass
+
+
+KAFKA_PORT = int(os.environ.get("KAFKA_PORT", "9092"))
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    """The local Kafka broker, started the way a user does (`bash services/kafka.sh up`, idempotent).
+
+    Only the tests that need Kafka start it. Where it cannot start (no Java 17, no Maven, no network
+    for the first fetch) they skip with the script's output; under CI (`CI` set) they fail instead.
+    """
+    import subprocess
+
+    proc = subprocess.run(
+        ["bash", str(ROOT / "services" / "kafka.sh"), "up"], capture_output=True, text=True, timeout=600
+    )
+    if proc.returncode != 0:
+        why = f"Kafka could not be started by services/kafka.sh up:\n{proc.stdout}{proc.stderr}"
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    return f"127.0.0.1:{KAFKA_PORT}"

@@ -13,6 +13,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from .base import Strict, report
 from .indexes import IndexConfig, IndexName
+from .messages import suggest
 from .names import DEAD_LETTER_SUFFIX, qualify, walk_relations
 from .sink import SinkConfig
 from .source import SourceConfig
@@ -58,9 +59,81 @@ class BatchConfig(Strict):
     flushes_in_flight: int = Field(2, ge=0, le=8)
 
 
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")  # Kafka's legal topic names
+_KAFKA_ONLY = ("bootstrap", "topic", "partitions", "group", "producer_buffer", "fetch_max")
+
+
 class QueueConfig(Strict):
-    type: Literal["channel"] = "channel"
+    """Between capture and the workers: `channel` (in-process, bounded by `capacity` changes) or
+    `kafka` (a durable topic: `bootstrap`, `topic`, `partitions`; queue/kafka/). Backfills always
+    use a channel of `capacity`: a snapshot has no position to resume from."""
+
+    type: str = "channel"  # a backend folder below queue/ (or one registered): see registry.py
     capacity: int = Field(20000, gt=0)
+    # kafka: the brokers (host:port, comma-separated), the topic (created with `partitions` if missing)
+    bootstrap: str | None = None
+    topic: str | None = None
+    partitions: int = Field(6, gt=0, le=10000)
+    group: str | None = None  # the workers' consumer group; default flusso-<topic>
+    # kafka: bytes the producer may hold unconfirmed (capture waits beyond), and the consumer may fetch ahead
+    producer_buffer: int = 64 * 1024**2
+    fetch_max: int = 16 * 1024**2
+
+    @field_validator("type")
+    @classmethod
+    def _backend(cls, v: str) -> str:
+        """One of the queue backends there are (`queue/<name>/`, or registered)."""
+        from ..registry import available  # the registry reads the config's types: imported when used
+
+        choices = available("queue")
+        if v not in choices:
+            raise ValueError(f'"{v}" is not one of {", ".join(choices)}{suggest(v, choices)}: use one of them')
+        return v
+
+    @field_validator("producer_buffer", "fetch_max", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> int:
+        size = parse_size(v)
+        if size < 1024**2:
+            raise ValueError(f"{v!r} is below 1MB: give at least 1MB, e.g. 64MB")
+        return size
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, v: str | None) -> str | None:
+        if v is not None and not _TOPIC.match(v):
+            fixed = re.sub(r"[^A-Za-z0-9._-]", "_", v)[:249] or "flusso"
+            raise ValueError(f'"{v[:60]}" is not a Kafka topic name (letters, digits, ".", "_", "-", at most 249): '
+                             f'use e.g. "{fixed}"')
+        return v
+
+    @field_validator("bootstrap")
+    @classmethod
+    def _bootstrap(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        hosts = [h.strip() for h in v.split(",")]
+        bad = [h for h in hosts if not re.match(r"^[^\s:/]+:\d{1,5}$", h)]
+        if bad or not hosts:
+            raise ValueError(f'"{v[:60]}" is not a list of brokers: write host:port, e.g. 127.0.0.1:9092 '
+                             "(several separated by commas)")
+        return ",".join(hosts)
+
+    @model_validator(mode="after")
+    def _kafka_settings_for_kafka(self) -> QueueConfig:
+        """kafka needs its brokers and topic; a channel given kafka's settings is a mistake to say."""
+        if self.type == "kafka":
+            report(((name,), f"is required with type: kafka, e.g. {name}: {example}")
+                   for name, example in (("bootstrap", "127.0.0.1:9092"), ("topic", "flusso_changes"))
+                   if getattr(self, name) is None)
+        elif self.type == "channel":
+            report(((name,), f"is a setting of type: kafka, not of {self.type}: remove it or set type: kafka")
+                   for name in _KAFKA_ONLY if name in self.model_fields_set)
+        return self
+
+    @property
+    def consumer_group(self) -> str:
+        return self.group or f"flusso-{self.topic}"
 
 
 class FlushErrorConfig(Strict):

@@ -10,16 +10,14 @@ relation mapped `nested` becomes `nested: true`); `primary_key` is the root's or
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..config.indexes import OPENSEARCH_FIELD_TYPES
 from .infer import Database, Join, direct_join, through_join
 from .schema import PgDocument, PgNode
+from .transforms import convert_transform, fields_syntax, is_json_column, json_column
 from .writer import Entry, flow
-
-_JSON_OPERATOR = re.compile(r"->>|->|#>>|#>")
 
 
 @dataclass
@@ -32,21 +30,33 @@ class Report:
 
 
 @dataclass
+class _Rel:
+    label: str
+    node: PgNode
+    join: Join
+    body: list[Entry]
+    notes: list[str]
+    variant: list[Entry] = field(default_factory=list)  # variant and prefix, when not an object
+
+
+@dataclass
 class _Node:
     """A node's converted parts, before they are written."""
 
-    fields: dict[str, str] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)
+    transform: dict[str, Any] = field(default_factory=dict)
     mapping: dict[str, dict[str, Any]] = field(default_factory=dict)
-    relations: list[tuple[str, PgNode, Join, list[Entry], list[str]]] = field(default_factory=list)
+    relations: list[_Rel] = field(default_factory=list)
     nested: set[str] = field(default_factory=set)
     above: dict[str, list[str]] = field(default_factory=dict)  # comments above a field or relation
     pending: list[str] = field(default_factory=list)  # comment lines at the node's end
 
 
 class Converter:
-    def __init__(self, db: Database, report: Report) -> None:
+    def __init__(self, db: Database, report: Report, syntax: bool | None = None) -> None:
         self.db = db
         self.report = report
+        self.syntax = fields_syntax() if syntax is None else syntax
 
     def pending(self, where: str, what: str, node: _Node) -> None:
         """Something flusso's config will say but cannot yet: a comment in place and a line in the report."""
@@ -95,32 +105,54 @@ class Converter:
             self.report.inferred.append(f"{node.path}.columns: none listed: every column of {node.qualified} "
                                         "(PGSync's rule)")
         for column in columns:
-            if _JSON_OPERATOR.search(column):
-                self.pending(f"{node.path}.columns", f"{column!r}: a JSON path (fields: {{name: {{path: ...}}}})",
-                             out)
+            name, spec = self._column(node, column, rename, table, out)
+            if name is None:
                 continue
-            if table is not None and column not in table.columns:
-                self.report.not_converted.append(f"{node.path}.columns: {column!r} is not a column of "
-                                                 f"{node.qualified}: skipped")
-                continue
-            name = str(rename.get(column, column))
             if name.startswith("_") or "." in name:
                 fixed = name.lstrip("_").replace(".", "_") or f"f_{column}"
                 self.report.not_converted.append(f"{node.path}.transform.rename: {name!r} cannot be a flusso "
                                                  f"field name (a leading _ or a dot): named {fixed!r}")
                 name = fixed
-            out.fields[name] = column
+            out.fields[name] = spec
         for label in rename:
-            if label not in columns:
+            if label not in columns and not any(is_json_column(c) for c in columns):
                 self.report.not_converted.append(f"{node.path}.transform.rename.{label}: not a column of the "
                                                  "node: skipped")
-        for kind in ("concat", "replace", "move"):
-            if transform.get(kind):
+        kinds = [k for k in ("concat", "replace", "move") if transform.get(k)]
+        if self.syntax:
+            out.transform = convert_transform(f"{node.path}.transform", transform, rename, out.fields,
+                                              self.report.not_converted, self.report.differences)
+        else:
+            for kind in kinds:
                 self.pending(f"{node.path}.transform.{kind}", f"transform {kind}: {flow(transform[kind])}", out)
         for child in node.children:
             self._child(node, child, out)
         self._mapping(node.path + ".transform.mapping", transform.get("mapping") or {}, out)
         return out
+
+    def _column(self, node: PgNode, column: str, rename: dict[str, str], table: Any,
+                out: _Node) -> tuple[str | None, Any]:
+        """A PGSync column as (field name, flusso field), or (None, None) when it is not converted."""
+        if is_json_column(column):
+            made = json_column(column)
+            if isinstance(made, str):
+                self.report.not_converted.append(f"{node.path}.columns: {made}")
+                return None, None
+            if not self.syntax:
+                self.pending(f"{node.path}.columns", f"{column!r}: a JSON path ({{path: {made[1]}}})", out)
+                return None, None
+            if table is not None and made[1].split(".")[0] not in table.columns:
+                self.report.not_converted.append(f"{node.path}.columns: {column!r}: no column "
+                                                 f"{made[1].split('.')[0]!r}: skipped")
+                return None, None
+            self.report.differences.append(f"{node.path}.columns: {column!r}: mapped keyword unless typed in "
+                                           "the mapping (PGSync: OpenSearch's dynamic mapping)")
+            return str(rename.get(made[0], made[0])), {"path": made[1]}
+        if table is not None and column not in table.columns:
+            self.report.not_converted.append(f"{node.path}.columns: {column!r} is not a column of "
+                                             f"{node.qualified}: skipped")
+            return None, None
+        return str(rename.get(column, column)), column
 
     def _child(self, parent: PgNode, child: PgNode, out: _Node) -> None:
         rel = child.relationship
@@ -147,20 +179,49 @@ class Converter:
                                              f"{label}_{child.table}")
             label = f"{label}_{child.table}"
         converted = self._node(child, table.columns.keys())
+        variant: list[Entry] = []
         if rel.variant == "scalar":
-            self.pending(f"{child.path}.relationship.variant",
-                         f"variant scalar ({label}: a list of {', '.join(converted.fields.values())} values "
-                         "in PGSync): until then an object per row", converted)
-            self.report.differences.append(f"{child.path}: scalar {rel.type} {label!r} is an object per row here, "
-                                           "a bare value (or list of values) in PGSync")
+            variant = self._scalar(child, label, join, converted, out)
         notes = [f"{n}" for n in join.notes]
         self.report.inferred += [f"{child.path}: {n}" for n in join.notes]
         for d in join.differs:
             self.report.differences.append(f"{child.path}: {d}")
-        out.relations.append((label, child, join, self._body(converted), notes))
+        out.relations.append(_Rel(label, child, join, self._body(converted), notes, variant))
+
+    def _scalar(self, child: PgNode, label: str, join: Join, converted: _Node, out: _Node) -> list[Entry]:
+        """PGSync's scalar: a list of the first column's values (one_to_many), or that one value
+        (one_to_one): flusso's `variant: scalar`, or `variant: flatten` with the label as the field."""
+        where = f"{child.path}.relationship.variant"
+        if not self.syntax:
+            self.pending(where, f"variant scalar ({label}: the values of {', '.join(map(str, converted.fields))} in "
+                                "PGSync): until then an object per row", converted)
+            self.report.differences.append(f"{child.path}: scalar {label!r} is an object per row here, a bare "
+                                           "value (or a list of values) in PGSync")
+            return []
+        if len(converted.fields) > 1:
+            self.report.not_converted.append(f"{where}: PGSync's scalar takes the first column only: the others "
+                                             "are left out")
+        first = dict(list(converted.fields.items())[:1])
+        if join.type in ("one_to_many", "many_to_many"):
+            converted.fields = first
+            converted.mapping = {f: m for f, m in converted.mapping.items() if f in first}
+            converted.transform = {k: v for k, v in converted.transform.items() if k != "concat"}
+            return [Entry("variant", "scalar", "PGSync's scalar: a list of one column's values")]
+        if converted.relations or label in out.fields:
+            self.report.not_converted.append(f"{where}: a scalar one_to_one with children (or named like a field) "
+                                             "cannot be flattened under its label: left as an object")
+            return []
+        ((name, spec),) = first.items()
+        converted.fields = {label: spec}
+        converted.transform = {k: {label if f == name else f: r for f, r in v.items()} for k, v in
+                               converted.transform.items() if k == "replace"}
+        converted.mapping = {label: converted.mapping[name]} if name in converted.mapping else {}
+        return [Entry("variant", "flatten", "PGSync's scalar one_to_one: the value itself, under the label"),
+                Entry("prefix", "")]
 
     def _mapping(self, where: str, mapping: dict[str, Any], out: _Node) -> None:
-        labels = {label for label, *_ in out.relations}
+        labels = {r.label for r in out.relations}
+        destinations = {c["destination"] for c in out.transform.get("concat", [])}
         for name, spec in mapping.items():
             if not isinstance(spec, dict):
                 self.report.not_converted.append(f"{where}.{name}: not an object: skipped")
@@ -168,12 +229,12 @@ class Converter:
                 if spec.get("type") == "nested":
                     out.nested.add(name)
                 if "properties" in spec:
-                    body = next(b for label, _, _, b, _ in out.relations if label == name)
+                    body = next(r.body for r in out.relations if r.label == name)
                     self._merge_properties(f"{where}.{name}", spec["properties"], body)
                 if spec.get("type") not in (None, "object", "nested"):
                     self.report.not_converted.append(f"{where}.{name}: a relation mapped {spec.get('type')!r}: "
                                                      "flusso maps relations as object or nested")
-            elif name not in out.fields:
+            elif name not in out.fields and name not in destinations:
                 self.report.not_converted.append(f"{where}.{name}: not a field of this node: skipped")
             elif "type" in spec and spec["type"] not in OPENSEARCH_FIELD_TYPES:
                 self.report.not_converted.append(f"{where}.{name}: type {spec['type']!r} is not an OpenSearch type:"
@@ -239,13 +300,16 @@ class Converter:
         body: list[Entry] = []
         if node.fields:
             body.append(Entry("fields", dict(node.fields)))
+        if node.transform:
+            body.append(Entry("transform", [Entry(k, v) for k, v in node.transform.items()]))
         if node.mapping:
             body.append(Entry("mapping", dict(node.mapping)))
         if settings:
             body.append(Entry("settings", settings, "PGSync's setting"))
         if node.relations:
             rels: list[Entry] = []
-            for label, child, join, child_body, notes in node.relations:
+            for r in node.relations:
+                label, child, join, child_body, notes = r.label, r.node, r.join, r.body, r.notes
                 head = [Entry("table", child.qualified), Entry("type", join.type)]
                 if join.on is not None:
                     head.append(Entry("on", join.on))
@@ -253,8 +317,9 @@ class Converter:
                     head.append(Entry("through", join.through))
                 if child.primary_key:
                     head.append(Entry("key", child.primary_key, "PGSync's primary_key"))
+                head += r.variant
                 if label in node.nested:
-                    if join.type in ("one_to_many", "many_to_many"):
+                    if join.type in ("one_to_many", "many_to_many") and not r.variant:
                         head.append(Entry("nested", True, "mapped nested in PGSync"))
                     else:
                         self.report.not_converted.append(f"{child.path}: mapped nested, but one object here: "

@@ -50,7 +50,7 @@ def normalize(doc: Any, arrays_as_objects: frozenset[str] = frozenset(), scalars
               path: str = "") -> Any:
     """A document with the documented differences taken out: PGSync's `_meta` and flusso's
     `_flusso_hash` dropped; an empty array and null the same (PGSync: null, flusso: []); arrays in
-    no particular order (PGSync sets none); numbers compared as numbers. `arrays_as_objects`: the
+    no particular order (PGSync sets none). `arrays_as_objects`: the
     paths where PGSync's one_to_one over a non-unique join gives one object and flusso an array;
     `scalars`: the paths of scalar relations flusso gives as objects of one field (before relation
     variants)."""
@@ -72,6 +72,4 @@ def normalize(doc: Any, arrays_as_objects: frozenset[str] = frozenset(), scalars
         if not doc:
             return None
         return _sorted([normalize(v, arrays_as_objects, scalars, path) for v in doc])
-    if isinstance(doc, float) and doc.is_integer():
-        return int(doc)
     return doc

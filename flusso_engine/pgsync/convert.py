@@ -182,7 +182,7 @@ class Converter:
         variant: list[Entry] = []
         if rel.variant == "scalar":
             variant = self._scalar(child, label, join, converted, out)
-        notes = [f"{n}" for n in join.notes]
+        notes = [*join.notes, *(f"differs from PGSync: {d}" for d in join.differs)]
         self.report.inferred += [f"{child.path}: {n}" for n in join.notes]
         for d in join.differs:
             self.report.differences.append(f"{child.path}: {d}")

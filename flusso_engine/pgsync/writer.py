@@ -34,7 +34,12 @@ def flow(value: Any) -> str:
     return text.strip()
 
 
-def render(entries: list[Entry], indent: int = 0) -> list[str]:
+def _key(key: str) -> str:
+    """`on` stays bare: flusso reads YAML 1.2 booleans (true/false only), PyYAML would quote it."""
+    return key if key == "on" else flow(key)
+
+
+def render(entries: list[Entry], indent: int = 0, width: int = 110) -> list[str]:
     pad = " " * indent
     lines: list[str] = []
     for e in entries:
@@ -42,11 +47,13 @@ def render(entries: list[Entry], indent: int = 0) -> list[str]:
         if e.key is None:  # comment lines only
             continue
         own: list[str]
-        if isinstance(e.value, list) and e.value and all(isinstance(v, Entry) for v in e.value):
-            own = [f"{pad}{flow(e.key)}:" + (f"  # {e.comment}" if e.comment else "")]
-            own += render(e.value, indent + 2)
-        else:
-            own = [f"{pad}{flow(e.key)}: {flow(e.value)}" + (f"  # {e.comment}" if e.comment else "")]
+        tail = f"  # {e.comment}" if e.comment else ""
+        value = e.value
+        block = isinstance(value, list) and value and all(isinstance(v, Entry) for v in value)
+        line = "" if block else f"{pad}{_key(e.key)}: {flow(value)}{tail}"
+        if isinstance(value, dict) and value and len(line) > width:  # a long mapping: one key a line
+            value, block = [Entry(str(k), v) for k, v in value.items()], True
+        own = [f"{pad}{_key(e.key)}:{tail}", *render(value, indent + 2, width)] if block else [line]
         if e.disabled:
             own = [f"{pad}# {line[len(pad):]}" for line in own]
         lines += own

@@ -36,7 +36,11 @@ CASES: dict[str, tuple[Path, list[Path], frozenset[str], frozenset[str]]] = {
                frozenset({"booking"}), frozenset({"booking.place.host"})),
     "social": (DATA / "social" / "schema.json", [DATA / "social" / "schema.sql", DATA / "social" / "data.sql"],
                frozenset(), frozenset({"tags"})),
+    "transforms": (DATA / "transforms" / "schema.json",
+                   [DATA / "transforms" / "schema.sql", DATA / "transforms" / "data.sql"], frozenset(),
+                   frozenset({"languages"})),
 }
+NEEDS_FIELDS_SYNTAX = {"transforms"}  # JSON paths and transforms: objects of one field are not enough
 
 
 def _env(dsn: str, monkeypatch: pytest.MonkeyPatch, extra: dict[str, str]) -> dict[str, str]:
@@ -97,6 +101,7 @@ def test_import_validates_and_builds_pgsync_documents(case, fresh_db, tmp_path, 
     assert main(["validate", "-c", str(out)]) == 0, capsys.readouterr()
 
     _, _, as_objects, scalars = CASES[case]
+    compare = fields_syntax() or case not in NEEDS_FIELDS_SYNTAX
     if fields_syntax():
         scalars = frozenset()
         assert "not converted yet" not in text
@@ -114,6 +119,8 @@ def test_import_validates_and_builds_pgsync_documents(case, fresh_db, tmp_path, 
     expected = {k: normalize(v) for k, v in recorded(case).items()}
     if live is not None:
         assert {k: normalize(v) for k, v in live.items()} == expected
+    if not compare:
+        pytest.skip("this flusso has no path fields and transforms: the file validates; documents not compared")
     flusso = {k: normalize(v, as_objects, scalars) for k, v in _documents(out, index).items()}
     assert flusso == expected
 

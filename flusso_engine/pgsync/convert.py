@@ -10,6 +10,7 @@ relation mapped `nested` becomes `nested: true`); `primary_key` is the root's or
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,8 @@ from .infer import Database, Join, direct_join, through_join
 from .schema import PgDocument, PgNode
 from .transforms import convert_transform, fields_syntax, is_json_column, json_column
 from .writer import Entry, flow
+
+_JSON_BASE = re.compile(r"->>|->|#>>|#>")
 
 
 @dataclass
@@ -139,15 +142,20 @@ class Converter:
                 self.report.not_converted.append(f"{node.path}.columns: {made}")
                 return None, None
             if not self.syntax:
-                self.pending(f"{node.path}.columns", f"{column!r}: a JSON path ({{path: {made[1]}}})", out)
+                self.pending(f"{node.path}.columns", f"{column!r}: a JSON path ({flow(made[1])})", out)
                 return None, None
-            if table is not None and made[1].split(".")[0] not in table.columns:
-                self.report.not_converted.append(f"{node.path}.columns: {column!r}: no column "
-                                                 f"{made[1].split('.')[0]!r}: skipped")
+            base = _JSON_BASE.split(column, maxsplit=1)[0].strip()
+            if table is not None and base not in table.columns:
+                self.report.not_converted.append(f"{node.path}.columns: {column!r}: no column {base!r}: skipped")
                 return None, None
             self.report.differences.append(f"{node.path}.columns: {column!r}: mapped keyword unless typed in "
                                            "the mapping (PGSync: OpenSearch's dynamic mapping)")
-            return str(rename.get(made[0], made[0])), {"path": made[1]}
+            if "->>" in column or "#>>" in column:
+                self.report.differences.append(
+                    f"{node.path}.columns: {column!r}: PGSync 7.3.0 reads ->> and #>> as -> and #> then a key "
+                    "starting with '>' (it tries the short operator first): its field is named with that '>' and "
+                    f"is always null; flusso gives the text, as {made[0]!r}")
+            return str(rename.get(made[0], made[0])), made[1]
         if table is not None and column not in table.columns:
             self.report.not_converted.append(f"{node.path}.columns: {column!r} is not a column of "
                                              f"{node.qualified}: skipped")
@@ -202,6 +210,10 @@ class Converter:
             self.report.not_converted.append(f"{where}: PGSync's scalar takes the first column only: the others "
                                              "are left out")
         first = dict(list(converted.fields.items())[:1])
+        if converted.transform.get("replace"):
+            self.report.differences.append(f"{child.path}.transform.replace: PGSync 7.3.0 empties a scalar "
+                                           "relation that has a replace (its replace walks objects only); flusso "
+                                           "replaces in each value")
         if join.type in ("one_to_many", "many_to_many"):
             converted.fields = first
             converted.mapping = {f: m for f, m in converted.mapping.items() if f in first}

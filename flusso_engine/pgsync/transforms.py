@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from psycopg import sql
+
 from ..config.indexes import IndexConfig, RelationConfig
 
 _JSON_OPERATOR = re.compile(r"(->>|->|#>>|#>)")
@@ -27,11 +29,13 @@ def is_json_column(column: str) -> bool:
     return bool(_JSON_OPERATOR.search(column))
 
 
-def json_column(column: str) -> tuple[str, str] | str:
-    """PGSync's `doc->a->0` / `doc#>{a,b}->c`: (PGSync's field name, flusso's path), or why not.
+def json_column(column: str) -> tuple[str, dict[str, str]] | str:
+    """PGSync's `doc->a->0` / `doc#>{a,b}->>c`: (PGSync's field name, flusso's field), or why not.
 
     PGSync names the field by the column and keys joined with `_`, braces dropped (pgsync/node.py
-    `setup`); flusso's path is the column, then the keys, dotted."""
+    `setup`). flusso's field is `{path: doc.a.0}` (the JSON value, as `->` gives it); when the last
+    operator gives text (`->>`, `#>>`) it is the same extraction as a `sql` field of type keyword,
+    so a number stays text as in PGSync."""
     tokens = [t.strip() for t in _JSON_OPERATOR.split(column) if t.strip()]
     parts = [t for t in tokens if not _JSON_OPERATOR.fullmatch(t)]
     name = "_".join(p.replace("{", "").replace("}", "") for p in parts)
@@ -43,7 +47,12 @@ def json_column(column: str) -> tuple[str, str] | str:
             keys.append(part.strip("\"'"))
     if not keys or any("." in k or not k for k in [parts[0], *keys]):
         return f"{column!r}: a key holding a dot (or none at all) cannot be a flusso path"
-    return name, ".".join([parts[0], *keys])
+    operators = [t for t in tokens if _JSON_OPERATOR.fullmatch(t)]
+    if operators[-1] in ("->>", "#>>"):
+        path = sql.SQL("{} #>> {}").format(sql.Identifier(parts[0]), sql.Literal("{" + ",".join(
+            '"' + k.replace("\\", "\\\\").replace('"', '\\"') + '"' for k in keys) + "}"))
+        return name, {"sql": path.as_string(None), "type": "keyword"}
+    return name, {"path": ".".join([parts[0], *keys])}
 
 
 def convert_transform(where: str, transform: dict[str, Any], rename: dict[str, str], fields: dict[str, Any],

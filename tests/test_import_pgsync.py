@@ -134,6 +134,7 @@ def test_report_lists_what_is_not_converted(fresh_db, tmp_path, monkeypatch, cap
             CREATE TABLE book (id int PRIMARY KEY, isbn text, title text, publisher_id int REFERENCES publisher,
                                doc jsonb);
             CREATE TABLE loose (id int PRIMARY KEY, note text);
+            CREATE TABLE review (id int PRIMARY KEY, book_ref int, body text);
             CREATE VIEW book_view AS SELECT id, title FROM book;
         """)
     database = psycopg.conninfo.conninfo_to_dict(fresh_db)["dbname"]
@@ -151,6 +152,9 @@ def test_report_lists_what_is_not_converted(fresh_db, tmp_path, monkeypatch, cap
                 {"table": "publisher", "columns": ["name", "code"],
                  "relationship": {"variant": "object", "type": "one_to_one"}},
                 {"table": "loose", "columns": ["note"], "relationship": {"type": "one_to_many"}},
+                {"table": "review", "label": "reviews", "columns": ["body"],  # no constraint: PGSync's foreign_key
+                 "relationship": {"type": "one_to_many",
+                                  "foreign_key": {"parent": ["id"], "child": ["book_ref"]}}},
                 {"table": "book_view", "columns": ["title"], "base_tables": ["book"],
                  "relationship": {"type": "one_to_one", "foreign_key": {"parent": ["id"], "child": ["id"]}}},
             ],
@@ -166,6 +170,7 @@ def test_report_lists_what_is_not_converted(fresh_db, tmp_path, monkeypatch, cap
                  "public.book_view is a view"):
         assert line in err, line
     assert "publisher_id: id" in text and "book_id: id" in text and "type: many_to_one" in text
+    assert "on: {id: book_ref}" in text and "joined by the schema's foreign_key" in text
     if fields_syntax():
         assert "color: {path: doc.color}" in text and "destination: label" in text
     else:
@@ -187,3 +192,37 @@ def test_unreadable_schema_and_database_are_config_errors(tmp_path, monkeypatch,
     bad.write_text('[{"index": "x", "nodes": {"table": "t"}}]')
     assert main(["import-pgsync", str(bad)]) == 1
     assert "PG_USER: is not set" in capsys.readouterr().err
+
+
+def test_secrets_come_from_pgsync_variables(tmp_path):
+    """The source and sink blocks name PGSync's variables; flusso expands them at load, as PGSync reads them."""
+    from flusso_engine.config import load_config
+    from flusso_engine.pgsync.writer import Entry, render, sink_block, source_block
+
+    def loaded(import_env: dict[str, str], run_env: dict[str, str]):
+        report: list[str] = []
+        indexes = Entry("indexes", [Entry("books", [Entry("table", "public.book"), Entry("key", ["id"]),
+                                                    Entry("fields", {"title": "title"})])])
+        text = "\n".join(render([source_block("shop", "flusso_books", import_env, report),
+                                 sink_block(import_env, report), indexes]))
+        path = tmp_path / "flusso.yaml"
+        path.write_text(text)
+        return text, load_config(path, env=run_env), report
+
+    run = {"PG_USER": "app", "PG_PASSWORD": "s3cret word", "PG_HOST": "db.example",
+           "ELASTICSEARCH_HOST": "search.example", "ELASTICSEARCH_USER": "u", "ELASTICSEARCH_PASSWORD": "p"}
+    text, config, report = loaded({}, run)
+    assert "s3cret" not in text and report == []
+    info = psycopg.conninfo.conninfo_to_dict(config.source.dsn.get_secret_value())
+    assert (info["host"], info["port"], info["user"], info["password"], info["dbname"]) == (
+        "db.example", "5432", "app", "s3cret word", "shop")
+    assert config.sink.hosts == ["http://search.example:9200"] and config.sink.username == "u"
+
+    _, config, _ = loaded({"ELASTICSEARCH_URL": "x"}, {**run, "ELASTICSEARCH_URL": "https://os.example:9243"})
+    assert config.sink.hosts == ["https://os.example:9243"]
+    _, config, _ = loaded({"PG_URL": "x"}, {"PG_URL": "postgresql://a@h/shop"})
+    assert config.source.dsn.get_secret_value() == "postgresql://a@h/shop"
+    _, config, report = loaded({"OPENSEARCH_AWS_HOSTED": "true", "ELASTICSEARCH_API_KEY": "k"},
+                               {"ELASTICSEARCH_AWS_REGION": "eu-west-1", "PG_USER": "app"})
+    assert (config.sink.auth, config.sink.aws_region, config.sink.username) == ("aws_sigv4", "eu-west-1", None)
+    assert any("ELASTICSEARCH_API_KEY is set" in r for r in report)

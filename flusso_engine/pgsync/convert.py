@@ -186,6 +186,10 @@ class Converter:
             self.report.not_converted.append(f"{child.path}.label: {label!r} is also a field: named the relation "
                                              f"{label}_{child.table}")
             label = f"{label}_{child.table}"
+        if join.type in ("one_to_many", "many_to_many") and not child.primary_key and not table.primary_key:
+            self.report.not_converted.append(
+                f"{child.path}: {child.qualified} has no primary key to identify and order {label} by: give the "
+                "node primary_key (flusso's relation key), or add one to the table")
         converted = self._node(child, table.columns.keys())
         variant: list[Entry] = []
         if rel.variant == "scalar":

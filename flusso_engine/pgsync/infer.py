@@ -90,7 +90,8 @@ def direct_join(db: Database, parent: str, child: str, pg_type: str,
         origin = "the schema's foreign_key"
     else:
         up = db.between(child, parent)  # child.fk -> parent
-        down = db.between(parent, child)  # parent.fk -> child
+        down = db.between(parent, child) if parent != child else []  # parent.fk -> child (a self-reference: the
+        # child row points at its parent, as in PGSync's examples/node)
         found = [(fk, "up") for fk in up] + [(fk, "down") for fk in down]
         if not found:
             return (f"no foreign key between {parent} and {child}: add one, or give the PGSync node "

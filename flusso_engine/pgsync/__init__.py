@@ -71,22 +71,23 @@ def import_pgsync(schema: str | Path, env: Mapping[str, str], dsn: str | None = 
             report.not_converted.append(f"{d.path}: index {d.index} reads database {d.database}: one flusso.yaml "
                                         f"reads one database ({database}): import it from a schema of its own")
     target = dsn or pgsync_dsn(database, env)
+    entries: list[Entry] = []
+    names: list[str] = []
     try:
         with psycopg.connect(target, connect_timeout=10, autocommit=True) as conn:
             db = read_database(conn, [t for d in same for t in _tables(d.nodes)])
+            db.conn = conn
+            converter = Converter(db, report)
+            for d in same:
+                if d.index in names:
+                    report.not_converted.append(f"{d.path}: a second index named {d.index}: skipped")
+                    continue
+                names.append(d.index)
+                entries.append(converter.index(d))
     except psycopg.OperationalError as err:
         from ..refusals import connect_failure
 
         raise ConfigError([Problem("database", connect_failure(target, err))], str(schema)) from None
-    converter = Converter(db, report)
-    entries: list[Entry] = []
-    names: list[str] = []
-    for d in same:
-        if d.index in names:
-            report.not_converted.append(f"{d.path}: a second index named {d.index}: skipped")
-            continue
-        names.append(d.index)
-        entries.append(converter.index(d))
     extra: list[str] = []
     top = [
         source_block(database, slot_name(names[0] if names else database), env, extra),

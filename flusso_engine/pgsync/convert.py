@@ -148,14 +148,19 @@ class Converter:
             if table is not None and base not in table.columns:
                 self.report.not_converted.append(f"{node.path}.columns: {column!r}: no column {base!r}: skipped")
                 return None, None
-            self.report.differences.append(f"{node.path}.columns: {column!r}: mapped keyword unless typed in "
-                                           "the mapping (PGSync: OpenSearch's dynamic mapping)")
+            name = str(rename.get(made[0], made[0]))
+            if "path" in made[1] and table is not None:
+                typed = self.db.json_mapping(node.qualified, base, made[1]["path"].split(".")[1:])
+                if typed is not None:
+                    out.mapping[name] = typed
+                    self.report.inferred.append(f"{node.path}.columns: {column!r}: mapped {flow(typed)} from its "
+                                                "values (sampled)")
             if "->>" in column or "#>>" in column:
                 self.report.differences.append(
                     f"{node.path}.columns: {column!r}: PGSync 7.3.0 reads ->> and #>> as -> and #> then a key "
                     "starting with '>' (it tries the short operator first): its field is named with that '>' and "
                     f"is always null; flusso gives the text, as {made[0]!r}")
-            return str(rename.get(made[0], made[0])), made[1]
+            return name, made[1]
         if table is not None and column not in table.columns:
             self.report.not_converted.append(f"{node.path}.columns: {column!r} is not a column of "
                                              f"{node.qualified}: skipped")

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from ..catalog import Catalog, Table, read_catalog
 
@@ -34,6 +36,28 @@ class Database:
     catalog: Catalog
     foreign_keys: list[ForeignKey] = field(default_factory=list)
     kinds: dict[str, str] = field(default_factory=dict)  # qualified name: relkind (r, p, v, m, f)
+    conn: psycopg.Connection | None = None  # open while converting: JSON paths are typed from samples
+
+    def json_mapping(self, table: str, column: str, keys: list[str]) -> dict[str, Any] | None:
+        """A mapping for the values at `keys` in a json/jsonb column, from up to 1,000 rows: PGSync leaves
+        it to OpenSearch's dynamic mapping, flusso maps a path keyword unless told (which an object
+        or a number in it would not be). None: strings (keyword is right), or nothing to go by."""
+        if self.conn is None:
+            return None
+        schema, name = table.split(".", 1)
+        query = sql.SQL(
+            "SELECT jsonb_typeof(v), bool_and(jsonb_typeof(v) <> 'number' OR (v #>> '{{}}')::numeric % 1 = 0) "
+            "FROM (SELECT to_jsonb(c) #> {keys} AS v FROM (SELECT {col} AS c FROM {table} LIMIT 1000) s) x "
+            "WHERE jsonb_typeof(v) IS DISTINCT FROM 'null' AND v IS NOT NULL GROUP BY 1"
+        ).format(keys=sql.Literal(keys), col=sql.Identifier(column), table=sql.Identifier(schema, name))
+        kinds = dict(self.conn.execute(query).fetchall())
+        if "object" in kinds or "array" in kinds:
+            return {"type": "object", "enabled": False}  # as flusso maps a json column: kept, not indexed
+        if set(kinds) == {"number"}:
+            return {"type": "long" if kinds["number"] else "double"}
+        if set(kinds) == {"boolean"}:
+            return {"type": "boolean"}
+        return None
 
     def table(self, name: str) -> Table | None:
         return self.catalog.get(name)

@@ -168,13 +168,16 @@ def test_report_lists_what_is_not_converted(fresh_db, tmp_path, monkeypatch, cap
                  "relationship": {"type": "one_to_one", "foreign_key": {"parent": ["id"], "child": ["id"]}}},
             ],
         },
-    }]))
+    }, {"database": "elsewhere", "index": "other", "nodes": {"table": "t"}},
+        {"database": database, "index": "Books.Copy", "nodes": {"table": "loose"}}]))
     _env(fresh_db, monkeypatch, {})
     out = tmp_path / "flusso.yaml"
     assert main(["import-pgsync", str(schema), "-o", str(out)]) == 0
     err = capsys.readouterr().err
     text = out.read_text()
-    for line in ("routing: 'isbn'", "plugins: Groot", "no foreign key between public.book and public.loose",
+    assert "converted 2 index(es) (books, books_copy)" in err
+    for line in ("routing: 'isbn'", "index other reads database elsewhere", "named 'books_copy'",
+                 "plugins: Groot", "no foreign key between public.book and public.loose",
                  "'nope' is not a column of public.book", "gone: not a field of this node",
                  "public.book_view is a view"):
         assert line in err, line

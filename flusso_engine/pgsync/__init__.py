@@ -79,11 +79,12 @@ def import_pgsync(schema: str | Path, env: Mapping[str, str], dsn: str | None = 
             db.conn = conn
             converter = Converter(db, report)
             for d in same:
-                if d.index in names:
-                    report.not_converted.append(f"{d.path}: a second index named {d.index}: skipped")
+                entry = converter.index(d)
+                if entry.key in names:
+                    report.not_converted.append(f"{d.path}: a second index named {entry.key}: skipped")
                     continue
-                names.append(d.index)
-                entries.append(converter.index(d))
+                names.append(str(entry.key))
+                entries.append(entry)
     except psycopg.OperationalError as err:
         from ..refusals import connect_failure
 

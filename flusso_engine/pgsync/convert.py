@@ -67,6 +67,11 @@ class Converter:
         self.report.not_converted.append(f"{where}: {what}")
 
     def index(self, doc: PgDocument) -> Entry:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]*", doc.index):
+            fixed = re.sub(r"[^a-z0-9_\-]", "_", doc.index.lower()).lstrip("_-") or "documents"
+            self.report.not_converted.append(f"{doc.path}.index: {doc.index!r} is not an index name flusso takes "
+                                             f"(lower-case letters, digits, _ and -): named {fixed!r}")
+            doc.index = fixed
         root = doc.nodes
         table = self.db.table(root.qualified)
         above: list[str] = [f"From PGSync's {doc.path} (index {doc.index}, database {doc.database})."]

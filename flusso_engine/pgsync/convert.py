@@ -126,13 +126,16 @@ class Converter:
             if label not in columns and not any(is_json_column(c) for c in columns):
                 self.report.not_converted.append(f"{node.path}.transform.rename.{label}: not a column of the "
                                                  "node: skipped")
-        kinds = [k for k in ("concat", "replace", "move") if transform.get(k)]
         if self.syntax:
             out.transform = convert_transform(f"{node.path}.transform", transform, rename, out.fields,
                                               self.report.not_converted, self.report.differences)
         else:
-            for kind in kinds:
-                self.pending(f"{node.path}.transform.{kind}", f"transform {kind}: {flow(transform[kind])}", out)
+            for kind in ("concat", "replace"):
+                if transform.get(kind):
+                    self.pending(f"{node.path}.transform.{kind}", f"transform {kind}: {flow(transform[kind])}",
+                                 out)
+            convert_transform(f"{node.path}.transform", {"move": transform.get("move")}, rename, out.fields,
+                              self.report.not_converted, self.report.differences)  # move: what PGSync does
         for child in node.children:
             self._child(node, child, out)
         self._mapping(node.path + ".transform.mapping", transform.get("mapping") or {}, out)

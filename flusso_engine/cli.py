@@ -63,7 +63,36 @@ def _parser() -> argparse.ArgumentParser:
                     help="rebuild exactly the drifted ids (never over a newer document), delete extras, check "
                          "them again; exit 3 only if drift remains")
     vf.add_argument("--report", metavar="FILE", help="every drifted id into FILE (.csv, .parquet or .html)")
+    imp = sub.add_parser("import-pgsync", help="convert PGSync's schema.json into a commented flusso.yaml, "
+                                               "reading the database's catalog for what PGSync infers")
+    imp.add_argument("schema", help="PGSync's schema.json")
+    imp.add_argument("-o", "--output", help="write flusso.yaml here (default: stdout)")
+    imp.add_argument("--dsn", help="read the catalog here (default: PGSync's PG_URL, or PG_HOST, PG_PORT, "
+                                   "PG_USER, PG_PASSWORD and the schema's database)")
     return p
+
+
+def _import_pgsync(args: argparse.Namespace) -> int:
+    """The converted file to -o or stdout; the report (what was not converted, what differs) to stderr."""
+    import os
+
+    from .pgsync import import_pgsync
+
+    done = import_pgsync(args.schema, os.environ, args.dsn)
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(done.text)
+    else:
+        sys.stdout.write(done.text)
+    where = args.output or "stdout"
+    print(f"converted {len(done.indexes)} index(es) ({', '.join(done.indexes)}) into {where}", file=sys.stderr)
+    for title, lines in (("not converted", done.report.not_converted),
+                         ("documents differ from PGSync's", done.report.differences)):
+        if lines:
+            print(f"{title} ({len(lines)}):", file=sys.stderr)
+            for line in lines:
+                print(f"  - {line}", file=sys.stderr)
+    return EXIT_OK
 
 
 def _verify(config: FlussoConfig, stop: threading.Event, args: argparse.Namespace) -> int:
@@ -276,6 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(args.log_level)
     try:
+        if args.command == "import-pgsync":
+            return _import_pgsync(args)
         config = load_config(args.config)
     except ConfigError as err:
         print(err, file=sys.stderr)

@@ -11,9 +11,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from flusso_engine.changes import lsn_to_int
 from flusso_engine.config import load_config
 
-from .e2e import Flusso, confirmed, current_lsn, flusso, generate, index_docs, sql, wait_converged, write_config
+from .e2e import Flusso, confirmed, flusso, generate, index_docs, sql, wait_converged, write_config
 
 
 @pytest.fixture(params=["wal", "polling"])
@@ -84,7 +85,11 @@ def test_sigterm_flushes_and_acks_everything_read(bookstore, opensearch) -> None
     with psycopg.connect(dsn, autocommit=True) as conn:
         for i in range(1, 30):
             conn.execute("UPDATE book SET title = %s WHERE id = %s", (f"sigterm {i}", i))
-    after_writes = current_lsn(dsn)
+        with conn.transaction():  # the last write, and a WAL position its commit record comes after
+            conn.execute("UPDATE book SET title = 'sigterm last' WHERE id = 30")
+            # inside the transaction: other databases' WAL after the commit must not count (the server
+            # is shared), and a poll that ran just after the commit must count
+            after_writes = lsn_to_int(conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0])
     wait_converged(opensearch, config)
     run.signal(signal.SIGTERM)
     assert run.wait(60) == 0, run.output()[-3000:]

@@ -74,9 +74,10 @@ def problems_from(err: ValidationError, root: type[BaseModel]) -> list[Problem]:
     """Every error of validating `root`, at its path in the file, in the user's words."""
     out = []
     for e in err.errors():
-        # a validator's own name and a dict key's `[key]` marker are not places in the file
+        # a validator's own name, a dict key's `[key]` marker and a field kind's tag
+        # (config/fields.py) are not places in the file
         loc = tuple(
-            p for p in e["loc"] if not (isinstance(p, str) and (p.startswith("function-") or p == "[key]"))
+            p for p in e["loc"] if not (isinstance(p, str) and (p.startswith(("function-", "field:")) or p == "[key]"))
         )
         e = {**e, "loc": loc}
         path = _loc(loc)
@@ -189,6 +190,8 @@ def _message(e: Any, path: str, root: type[BaseModel]) -> str:
         return f"expected a mapping{example}, got {got}: write it as one"
     if kind == "value_error":
         return str(ctx.get("error", e["msg"]))
+    if kind == "field_kind":  # config/fields.py: a field that is neither a column, a path nor sql
+        return f"{e['msg']} (got {got})"
     if kind == "list_type":
         return f"expected a list, got {got}: write it as [a, b]"
     if kind in ("string_type", "string_sub_type"):

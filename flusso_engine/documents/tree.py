@@ -13,6 +13,7 @@ from typing import Any
 
 from ..catalog import Catalog
 from ..config import IndexConfig, RelationConfig, qualify
+from ..config.fields import PathField, SqlField, TransformConfig, field_column
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class Node:
 
     path: tuple[str, ...]
     table: str
-    fields: dict[str, str]
+    fields: dict[str, str | PathField | SqlField]
     mapping: dict[str, dict[str, Any]]
     relation: RelationConfig | None
     parent_columns: tuple[str, ...]
@@ -44,10 +45,27 @@ class Node:
     through: Through | None
     order: tuple[str, ...]
     children: tuple[Node, ...]
+    transform: TransformConfig | None = None
 
     @property
     def name(self) -> str:
         return self.path[-1] if self.path else ""
+
+    @property
+    def variant(self) -> str:
+        """object (an object or an array of them), scalar (an array of values) or flatten."""
+        return self.relation.variant if self.relation is not None else "object"
+
+    @property
+    def prefix(self) -> str:
+        """A flattened relation's prefix in its parent (`<name>_` unless given)."""
+        given = self.relation.prefix if self.relation is not None else None
+        return given if given is not None else f"{self.name}_"
+
+    @property
+    def field_columns(self) -> list[str]:
+        """The columns the fields read by name (an expression's are checked by `flusso validate`)."""
+        return [c for spec in self.fields.values() if (c := field_column(spec)) is not None]
 
     @property
     def is_array(self) -> bool:
@@ -91,6 +109,7 @@ def _relation_node(path: tuple[str, ...], rel: RelationConfig, catalog: Catalog)
         through=through,
         order=_order(rel, catalog) if rel.is_array else (),
         children=tuple(_relation_node((*path, n), r, catalog) for n, r in rel.relations.items()),
+        transform=rel.transform,
     )
 
 
@@ -106,4 +125,5 @@ def index_tree(index: IndexConfig, catalog: Catalog) -> Node:
         through=None,
         order=(),
         children=tuple(_relation_node((n,), r, catalog) for n, r in index.relations.items()),
+        transform=index.transform,
     )

@@ -151,3 +151,30 @@ def test_queries_stay_constant_whatever_the_batch_size(people):
     large = builder.build("people", [str(i) for i in range(10, 401)])
     assert small.queries == large.queries == 2
     assert unfingerprinted(large.docs)["77"]["attributes"] == {"color": "c77", "size": {"width": None}}
+
+
+def test_the_definition_changes_with_paths_expressions_transforms_and_variants(people):
+    dsn, config, catalog, _ = people
+    from flusso_engine.plan import index_plan
+
+    def digest(change) -> str:
+        import copy
+
+        index = copy.deepcopy(INDEX)
+        change(index)
+        return index_plan("people", config_for(dsn, index).indexes["people"], catalog).definition_hash
+
+    same = digest(lambda i: None)
+    assert same == index_plan("people", config.indexes["people"], catalog).definition_hash
+    changes = [
+        lambda i: i["fields"].update(color={"path": "attrs.colour"}),
+        lambda i: i["fields"].update(full_name={"sql": "first_name", "type": "text"}),
+        lambda i: i["transform"]["replace"]["code"].update({"-": "_"}),
+        lambda i: i["transform"]["mapping"]["status"].update(default="?"),
+        lambda i: i["transform"]["concat"][0].update(delimiter=", "),
+        lambda i: i["transform"]["move"].update(color="other"),
+        lambda i: i["relations"]["team"].update(prefix="t_"),
+        lambda i: i["relations"]["tags"].update(variant="object"),
+    ]
+    digests = {digest(c) for c in changes}
+    assert len(digests) == len(changes) and same not in digests

@@ -300,7 +300,7 @@ def _variant_problems(rel: RelationConfig) -> list[tuple[Loc, str]]:
                 f"{rel.type} gives one object, not a list: use variant: flatten (its fields in the "
                 "parent), or type one_to_many"
             )))
-        if len(rel.fields) != 1 or rel.relations:
+        elif len(rel.fields) != 1 or rel.relations:
             problems.append((("fields",), (
                 "a scalar relation is a list of one field's values: list exactly one field (and no relations)"
             )))

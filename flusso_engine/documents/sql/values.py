@@ -19,6 +19,17 @@ from ..shape import Value
 ROW = "flusso_row"
 
 
+def literal(value: object) -> sql.Composable:
+    """A constant from the config, quoted by psycopg, with `%` doubled: the build statement takes
+    parameters, so a bare `%` in its text would read as a placeholder."""
+    return sql.SQL(sql.Literal(value).as_string(None).replace("%", "%%"))
+
+
+def expression(text: str) -> sql.Composable:
+    """An operator's sql field, as SQL (`%` doubled, as in `literal`)."""
+    return sql.SQL(text.replace("%", "%%"))
+
+
 def _text(expr: sql.Composable, is_json: bool) -> sql.Composable:
     """A value's text: a JSON scalar's own text (a string without its quotes), else the cast."""
     if is_json:
@@ -27,7 +38,7 @@ def _text(expr: sql.Composable, is_json: bool) -> sql.Composable:
 
 
 def _keys(path: PathField) -> sql.Composable:
-    return sql.SQL("{}::text[]").format(sql.Literal(path.keys))
+    return sql.SQL("{}::text[]").format(literal(path.keys))
 
 
 def _source(v: Value, alias: str, fields: dict[str, Value], text: bool) -> tuple[sql.Composable, bool]:
@@ -39,14 +50,14 @@ def _source(v: Value, alias: str, fields: dict[str, Value], text: bool) -> tuple
         return expr, not text
     if isinstance(spec, SqlField):
         expr = sql.SQL("(SELECT ({}) FROM (SELECT {}.*) AS {})").format(
-            sql.SQL(spec.sql), sql.Identifier(alias), sql.Identifier(ROW)
+            expression(spec.sql), sql.Identifier(alias), sql.Identifier(ROW)
         )
         return expr, False
     if isinstance(spec, str):
         return sql.Identifier(alias, spec), False
     assert v.concat is not None, "a value without a field is a concat's destination"
     parts = [value_text(fields[name], alias, fields) for name in v.concat.fields]
-    return sql.SQL("concat_ws({}, {})").format(sql.Literal(v.concat.delimiter), sql.SQL(", ").join(parts)), False
+    return sql.SQL("concat_ws({}, {})").format(literal(v.concat.delimiter), sql.SQL(", ").join(parts)), False
 
 
 def value(v: Value, alias: str, fields: dict[str, Value]) -> tuple[sql.Composable, bool]:
@@ -57,16 +68,16 @@ def value(v: Value, alias: str, fields: dict[str, Value]) -> tuple[sql.Composabl
     expr = _text(expr, is_json)
     for old, new, regex in v.replace:
         if regex:
-            expr = sql.SQL("regexp_replace({}, {}, {}, 'g')").format(expr, sql.Literal(old), sql.Literal(new))
+            expr = sql.SQL("regexp_replace({}, {}, {}, 'g')").format(expr, literal(old), literal(new))
         else:
-            expr = sql.SQL("replace({}, {}, {})").format(expr, sql.Literal(old), sql.Literal(new))
+            expr = sql.SQL("replace({}, {}, {})").format(expr, literal(old), literal(new))
     if v.mapping is None:
         return expr, False
     whens = [
-        sql.SQL("WHEN {} = {} THEN {}::json").format(expr, sql.Literal(k), sql.Literal(json.dumps(x)))
+        sql.SQL("WHEN {} = {} THEN {}::json").format(expr, literal(k), literal(json.dumps(x)))
         for k, x in v.mapping.values.items()
     ]
-    default = sql.SQL("{}::json").format(sql.Literal(json.dumps(v.mapping.default)))
+    default = sql.SQL("{}::json").format(literal(json.dumps(v.mapping.default)))
     return sql.SQL("(CASE WHEN {} IS NULL THEN NULL::json {} ELSE {} END)").format(
         expr, sql.SQL(" ").join(whens), default
     ), True

@@ -175,6 +175,40 @@ def test_the_definition_changes_with_paths_expressions_transforms_and_variants(p
         lambda i: i["transform"]["move"].update(color="other"),
         lambda i: i["relations"]["team"].update(prefix="t_"),
         lambda i: i["relations"]["tags"].update(variant="object"),
+        lambda i: i.update(where="id > 1"),
+        lambda i: i["relations"]["tags"].update(where="name <> ''"),
     ]
     digests = {digest(c) for c in changes}
     assert len(digests) == len(changes) and same not in digests
+
+
+def test_where_filters_roots_and_children_over_their_own_rows(people):
+    dsn, _, _, _ = people
+    import copy
+
+    index = copy.deepcopy(INDEX)
+    index["where"] = "status IS DISTINCT FROM 'q' AND id < 100"
+    index["relations"]["tags"]["where"] = "name <> 'math'"
+    index["relations"]["skills"]["where"] = "name LIKE 'c%'"  # a % passes psycopg's placeholders
+    index["relations"]["team"]["where"] = "city IS NOT NULL"
+    index["relations"]["skills"]["where"] += " AND id = 1"  # the skill's id (the parent has one too)
+    config = config_for(dsn, index)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        catalog = read_catalog(conn, config.tables())
+    with SqlDocumentBuilder(config, catalog, dsn) as builder:
+        docs = unfingerprinted(builder.build("people", ["1", "2", "3"]).docs)
+        assert docs["2"] is None  # its root row is filtered out: a delete
+        assert docs["1"]["tags"] == ["analytical_engine"] and docs["1"]["skills"] == ["COBOL"]
+        assert docs["1"]["team_name"] == "Rossi"
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("UPDATE team SET city = NULL WHERE id = 1")
+            conn.execute("UPDATE person SET status = 'a' WHERE id = 2")
+        again = unfingerprinted(builder.build("people", ["1", "2"]).docs)
+        assert again["1"]["team_name"] is None and again["1"]["team_in_name"] is None
+        assert again["2"]["status"] == "available"
+        assert builder.key_page("people", None, 10) == ["1", "2", "3"]
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("UPDATE person SET status = 'q' WHERE id = 3")
+        assert builder.key_page("people", None, 10) == ["1", "2"]
+        assert sorted(builder.sample_ids("people", 10)) == ["1", "2"]
+        assert set(builder.fingerprints("people", ["1", "2", "3"])[0]) == {"1", "2"}

@@ -552,3 +552,21 @@ def test_an_expression_cannot_write_even_through_a_semicolon(db: str) -> None:
     assert "cannot insert multiple commands into a prepared statement" in report.problems[0].message
     with psycopg.connect(db) as conn:
         assert conn.execute("SELECT to_regclass('review') IS NOT NULL").fetchone()[0]
+
+
+def test_a_where_is_a_condition_over_its_own_table(db: str) -> None:
+    def change(raw: dict[str, Any]) -> None:
+        raw["indexes"]["books"]["where"] = "isbn IS NOT NULL AND title LIKE '%a%'"  # fine
+        relation(raw, "reviews")["where"] = "rating"  # not boolean
+        relation(raw, "publisher")["where"] = "title <> ''"  # the book's column, not the publisher's
+        relation(raw, "authors")["where"] = "name <> '' AND"
+
+    problems = {p.path: p.message for p in run_validate(db, config_for(db, change)).problems}
+    assert set(problems) == {"indexes.books.relations.reviews.where", "indexes.books.relations.publisher.where",
+                             "indexes.books.relations.authors.where"}
+    assert problems["indexes.books.relations.reviews.where"] == (
+        'the condition "rating" does not run on public.review (argument of WHERE must be type boolean, not '
+        "type integer): write a SQL condition over its own columns (id, book_id, reader_id, rating, body, "
+        "created_at)"
+    )
+    assert 'column "title" does not exist' in problems["indexes.books.relations.publisher.where"]

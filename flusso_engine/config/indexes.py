@@ -90,6 +90,13 @@ def _field_spec(spec: dict[str, Any]) -> dict[str, Any]:
 
 IndexName = Annotated[str, AfterValidator(_index_name)]
 TableName = Annotated[str, AfterValidator(_table_name)]
+def _condition(v: str) -> str:
+    if not v.strip():
+        raise ValueError("is empty: write a SQL condition over the table's columns, e.g. NOT archived")
+    return v
+
+
+Condition = Annotated[str, AfterValidator(_condition)]
 FieldMapping = dict[str, Annotated[dict[str, Any], AfterValidator(_field_spec)]]
 
 
@@ -123,6 +130,7 @@ class RelationConfig(Strict):
     variant: Literal["object", "scalar", "flatten"] = "object"
     prefix: str | None = None
     transform: TransformConfig | None = None
+    where: Condition | None = None
     relations: dict[str, RelationConfig] = Field(default_factory=dict)
 
     @field_validator("key", "order_by", mode="before")
@@ -198,6 +206,7 @@ class IndexConfig(Strict):
     mapping: FieldMapping = Field(default_factory=dict)
     settings: dict[str, Any] = Field(default_factory=dict)
     transform: TransformConfig | None = None
+    where: Condition | None = None
     relations: dict[str, RelationConfig] = Field(default_factory=dict)
 
     @field_validator("key", mode="before")

@@ -24,18 +24,18 @@ from .checks import edges
 _JSON = frozenset({"json", "jsonb"})
 
 
-def _nodes(config: FlussoConfig) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
-    """(path in the file, qualified table, fields) of every index and relation."""
+def _nodes(config: FlussoConfig) -> Iterator[tuple[str, str, Mapping[str, Any], str | None]]:
+    """(path in the file, qualified table, fields, where) of every index and relation."""
     for name, index in config.indexes.items():
-        yield relation_path(name), qualify(index.table), index.fields
+        yield relation_path(name), qualify(index.table), index.fields, index.where
     for edge in edges(config):
-        yield edge.path, edge.table, edge.relation.fields
+        yield edge.path, edge.table, edge.relation.fields, edge.relation.where
 
 
 def path_problems(config: FlussoConfig, catalog: Catalog) -> list[Problem]:
     """A path's column must exist and hold json or jsonb (the missing column is `checks.py`'s)."""
     problems = []
-    for base, name, fields in _nodes(config):
+    for base, name, fields, _ in _nodes(config):
         table = catalog.get(name)
         if table is None:
             continue
@@ -53,9 +53,9 @@ def path_problems(config: FlussoConfig, catalog: Catalog) -> list[Problem]:
 
 
 def expression_problems(config: FlussoConfig, conn: psycopg.Connection, catalog: Catalog) -> list[Problem]:
-    """Every sql field prepared against its table, in a read-only transaction rolled back."""
+    """Every sql field and `where` prepared against its table, in a read-only transaction rolled back."""
     problems = []
-    for base, name, fields in _nodes(config):
+    for base, name, fields, where in _nodes(config):
         table = catalog.get(name)
         if table is None:
             continue
@@ -64,14 +64,17 @@ def expression_problems(config: FlussoConfig, conn: psycopg.Connection, catalog:
                 error = _try(conn, table, spec.sql)
                 if error is not None:
                     problems.append(Problem(f"{base}.fields.{field}", _message(table, spec.sql, error)))
+        if where is not None and (error := _try(conn, table, where, condition=True)) is not None:
+            problems.append(Problem(f"{base}.where", _message(table, where, error, "condition")))
     return problems
 
 
-def _try(conn: psycopg.Connection, table: Table, expression: str) -> str | None:
-    """PostgreSQL's error for the expression over the table's row, or None when it runs."""
-    query = sql.SQL("SELECT ({}) FROM {} LIMIT %s").format(
-        sql.SQL(expression.replace("%", "%%")), sql.Identifier(*split_table(table.qualified))
-    )
+def _try(conn: psycopg.Connection, table: Table, expression: str, condition: bool = False) -> str | None:
+    """PostgreSQL's error for the expression (a condition: in WHERE, so it must be boolean) over the
+    table's row, or None when it runs."""
+    text = sql.SQL(expression.replace("%", "%%"))
+    query = sql.SQL("SELECT 1 FROM {} WHERE ({}) LIMIT %s" if condition else "SELECT ({1}) FROM {0} LIMIT %s")
+    query = query.format(sql.Identifier(*split_table(table.qualified)), text)
     try:
         with conn.transaction(force_rollback=True):
             conn.execute("SET LOCAL transaction_read_only = on")
@@ -85,9 +88,9 @@ def _try(conn: psycopg.Connection, table: Table, expression: str) -> str | None:
     return None
 
 
-def _message(table: Table, expression: str, error: str) -> str:
+def _message(table: Table, expression: str, error: str, kind: str = "expression") -> str:
     shown = ", ".join(list(table.columns)[:12]) + (", ..." if len(table.columns) > 12 else "")
     return (
-        f'the expression "{expression}" does not run on {table.qualified} ({error}): write a SQL '
-        f"expression over its own columns ({shown})"
+        f'the {kind} "{expression}" does not run on {table.qualified} ({error}): write a SQL '
+        f"{kind} over its own columns ({shown})"
     )

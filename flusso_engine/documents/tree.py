@@ -46,6 +46,7 @@ class Node:
     order: tuple[str, ...]
     children: tuple[Node, ...]
     transform: TransformConfig | None = None
+    where: str | None = None
 
     @property
     def name(self) -> str:
@@ -110,6 +111,7 @@ def _relation_node(path: tuple[str, ...], rel: RelationConfig, catalog: Catalog)
         order=_order(rel, catalog) if rel.is_array else (),
         children=tuple(_relation_node((*path, n), r, catalog) for n, r in rel.relations.items()),
         transform=rel.transform,
+        where=rel.where,
     )
 
 
@@ -126,4 +128,5 @@ def index_tree(index: IndexConfig, catalog: Catalog) -> Node:
         order=(),
         children=tuple(_relation_node((n,), r, catalog) for n, r in index.relations.items()),
         transform=index.transform,
+        where=index.where,
     )

@@ -144,7 +144,14 @@ def _source(node: Node, parent: str, aliases: _Aliases) -> tuple[str, sql.Compos
     else:
         source = sql.SQL("{} {}").format(_table(node.table), sql.Identifier(alias))
         where = _equal(alias, node.child_columns, parent, node.parent_columns)
-    return alias, source, where
+    return alias, source, _filtered(where, node, alias)
+
+
+def _filtered(where: sql.Composable, node: Node, alias: str) -> sql.Composable:
+    """`where` and the node's `where:` filter, over its row at `alias` alone (`values.own_row`)."""
+    if node.where is None:
+        return where
+    return sql.SQL("{} AND {}").format(where, values.own_row(node.where, alias))
 
 
 def _relation(node: Node, parent: str, aliases: _Aliases) -> sql.Composable:
@@ -196,7 +203,7 @@ def build_statement(index: IndexConfig, catalog: Catalog, tree: Node | None = No
         key_columns_text(_ROOT, index.key),
         _fingerprinted(),
         _from_root(index, tree),
-        _matches(catalog, tree.table, _ROOT, index.key),
+        _filtered(_matches(catalog, tree.table, _ROOT, index.key), tree, _ROOT),
     )
 
 
@@ -208,7 +215,7 @@ def fingerprint_statement(index: IndexConfig, catalog: Catalog, tree: Node | Non
         key_columns_text(_ROOT, index.key),
         sql.Identifier(_TEXT, "t"),
         _from_root(index, tree),
-        _matches(catalog, tree.table, _ROOT, index.key),
+        _filtered(_matches(catalog, tree.table, _ROOT, index.key), tree, _ROOT),
     )
 
 
@@ -217,26 +224,30 @@ def key_page_statement(index: IndexConfig, catalog: Catalog, after: bool) -> sql
     passed as one text per key column); the limit is the last parameter."""
     table = qualify(index.table)
     columns = sql.SQL(", ").join(sql.Identifier(_ROOT, k) for k in index.key)
-    where = sql.SQL("")
+    conditions = [] if index.where is None else [values.own_row(index.where, _ROOT)]
     if after:
-        where = sql.SQL(" WHERE ({}) > ({})").format(
+        conditions.insert(0, sql.SQL("({}) > ({})").format(
             columns,
             sql.SQL(", ").join(
                 sql.SQL("{}::text::{}").format(sql.Placeholder(), _column_type(catalog, table, k)) for k in index.key
             ),
-        )
+        ))
+    where = sql.SQL(" WHERE {}").format(sql.SQL(" AND ").join(conditions)) if conditions else sql.SQL("")
     return sql.SQL("SELECT {} FROM {} {}{} ORDER BY {} LIMIT {}").format(
         key_columns_text(_ROOT, index.key), _table(table), sql.Identifier(_ROOT), where, columns, sql.Placeholder()
     )
 
 
 def sample_statement(index: IndexConfig) -> sql.Composed:
-    """The key texts of about `%s` percent of the root's rows (Bernoulli), in random order, at most `%s`."""
-    return sql.SQL("SELECT {} FROM {} {} TABLESAMPLE BERNOULLI ({}) ORDER BY random() LIMIT {}").format(
+    """The key texts of about `%s` percent of the root's rows (Bernoulli; those its `where` keeps), in
+    random order, at most `%s`."""
+    where = sql.SQL("") if index.where is None else sql.SQL(" WHERE {}").format(values.own_row(index.where, _ROOT))
+    return sql.SQL("SELECT {} FROM {} {} TABLESAMPLE BERNOULLI ({}){} ORDER BY random() LIMIT {}").format(
         key_columns_text(_ROOT, index.key),
         _table(qualify(index.table)),
         sql.Identifier(_ROOT),
         sql.Placeholder(),
+        where,
         sql.Placeholder(),
     )
 

@@ -49,15 +49,19 @@ def _source(v: Value, alias: str, fields: dict[str, Value], text: bool) -> tuple
         expr = sql.SQL("({} {} {})").format(sql.Identifier(alias, spec.column), sql.SQL(op), _keys(spec))
         return expr, not text
     if isinstance(spec, SqlField):
-        expr = sql.SQL("(SELECT ({}) FROM (SELECT {}.*) AS {})").format(
-            expression(spec.sql), sql.Identifier(alias), sql.Identifier(ROW)
-        )
-        return expr, False
+        return own_row(spec.sql, alias), False
     if isinstance(spec, str):
         return sql.Identifier(alias, spec), False
     assert v.concat is not None, "a value without a field is a concat's destination"
     parts = [value_text(fields[name], alias, fields) for name in v.concat.fields]
     return sql.SQL("concat_ws({}, {})").format(literal(v.concat.delimiter), sql.SQL(", ").join(parts)), False
+
+
+def own_row(text: str, alias: str) -> sql.Composable:
+    """An operator's expression (a sql field, a `where`) over the row at `alias` alone."""
+    return sql.SQL("(SELECT ({}) FROM (SELECT {}.*) AS {})").format(
+        expression(text), sql.Identifier(alias), sql.Identifier(ROW)
+    )
 
 
 def value(v: Value, alias: str, fields: dict[str, Value]) -> tuple[sql.Composable, bool]:

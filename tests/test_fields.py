@@ -212,3 +212,9 @@ def test_where_filters_roots_and_children_over_their_own_rows(people):
         assert builder.key_page("people", None, 10) == ["1", "2"]
         assert sorted(builder.sample_ids("people", 10)) == ["1", "2"]
         assert set(builder.fingerprints("people", ["1", "2", "3"])[0]) == {"1", "2"}
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("INSERT INTO person (id, first_name, status) SELECT i, 'p' || i, "
+                         "CASE WHEN i % 2 = 0 THEN 'q' END FROM generate_series(10, 99) i")
+        small, large = builder.build("people", ["1"]), builder.build("people", [str(i) for i in range(10, 100)])
+        assert small.queries == large.queries == 2
+        assert sum(d is not None for d in large.docs.values()) == 45

@@ -99,3 +99,59 @@ def test_live_changes_to_paths_expressions_and_variants_converge(store, opensear
     finally:
         run.stop()
     assert run.proc.returncode == 0, run.output()[-3000:]
+
+
+FILTERED: dict[str, Any] = {
+    **BOOKS,
+    "where": "in_print AND coalesce(pages, 0) < 1000",
+    "relations": {
+        **BOOKS["relations"],
+        "ratings": {**BOOKS["relations"]["ratings"], "where": "rating >= 3"},
+        "publisher": {**BOOKS["relations"]["publisher"], "where": "country IS NOT NULL"},
+    },
+}
+
+
+@pytest.fixture(params=["wal", "polling"])
+def filtered(request, bookstore_db: str, index_prefix: str, tmp_path: Path) -> tuple[str, Path]:
+    generate(bookstore_db, books=40)
+    config = write_config(tmp_path / "flusso.yaml", bookstore_db, index_prefix, capture=request.param,
+                          indexes={"books": FILTERED})
+    return bookstore_db, config
+
+
+def test_rows_entering_and_leaving_filters_converge(filtered, opensearch) -> None:
+    dsn, config = filtered
+    run = Flusso(config)
+    try:
+        run.wait_for("live capture started")
+        sql(dsn, "UPDATE book SET in_print = false WHERE id % 4 = 0")  # before and after the backfill
+        docs = wait_converged(opensearch, config)
+        assert docs and not any(int(i) % 4 == 0 for i in docs)
+        sql(
+            dsn,
+            "INSERT INTO publisher (id, name, country) VALUES (9001, 'Nuova', NULL)",
+            "INSERT INTO book (id, isbn, title, pages, publisher_id, in_print) VALUES "
+            "(9001, '1-1', 'In', 10, 9001, true), (9002, '1-2', 'Out', 5000, 9001, true)",
+            "INSERT INTO review (id, book_id, rating, body) VALUES (9001, 9001, 5, 'a'), (9002, 9001, 1, 'b')",
+        )
+        docs = wait_converged(opensearch, config)
+        assert "9002" not in docs and docs["9001"]["ratings"] == [5] and docs["9001"]["pub_name"] is None
+        sql(
+            dsn,
+            "UPDATE book SET pages = 50 WHERE id = 9002",  # enters the root filter
+            "UPDATE book SET in_print = false WHERE id = 8",  # leaves it
+            "UPDATE review SET rating = 4 WHERE id = 9002",  # enters the child filter
+            "UPDATE review SET rating = 2 WHERE id = 9001",  # leaves it
+            "UPDATE publisher SET country = 'IT' WHERE id = 9001",  # the flattened child enters
+        )
+        docs = wait_converged(opensearch, config)
+        assert "9002" in docs and "8" not in docs
+        assert docs["9001"]["ratings"] == [4] and docs["9001"]["pub_name"] == "Nuova"
+        assert docs["9002"]["pub_name"] == "Nuova"
+        sql(dsn, "DELETE FROM review WHERE id = 9002", "UPDATE publisher SET country = NULL WHERE id = 9001")
+        docs = wait_converged(opensearch, config)
+        assert docs["9001"]["ratings"] == [] and docs["9001"]["pub_name"] is None
+    finally:
+        run.stop()
+    assert run.proc.returncode == 0, run.output()[-3000:]

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import psycopg
 import pytest
 
+from flusso_engine.capture.wal.schema import expectations
 from flusso_engine.catalog import read_catalog
 from flusso_engine.config import FlussoConfig, parse_config
 from flusso_engine.documents.mapping import index_mapping
 from flusso_engine.documents.sql import SqlDocumentBuilder
+from flusso_engine.documents.tree import named_columns
+from flusso_engine.plan import index_plan, make_plan
 
 from .e2e import unfingerprinted
 
@@ -155,11 +159,7 @@ def test_queries_stay_constant_whatever_the_batch_size(people):
 
 def test_the_definition_changes_with_paths_expressions_transforms_and_variants(people):
     dsn, config, catalog, _ = people
-    from flusso_engine.plan import index_plan
-
     def digest(change) -> str:
-        import copy
-
         index = copy.deepcopy(INDEX)
         change(index)
         return index_plan("people", config_for(dsn, index).indexes["people"], catalog).definition_hash
@@ -184,8 +184,6 @@ def test_the_definition_changes_with_paths_expressions_transforms_and_variants(p
 
 def test_where_filters_roots_and_children_over_their_own_rows(people):
     dsn, _, _, _ = people
-    import copy
-
     index = copy.deepcopy(INDEX)
     index["where"] = "status IS DISTINCT FROM 'q' AND id < 100"
     index["relations"]["tags"]["where"] = "name <> 'math'"
@@ -218,3 +216,20 @@ def test_where_filters_roots_and_children_over_their_own_rows(people):
         small, large = builder.build("people", ["1"]), builder.build("people", [str(i) for i in range(10, 100)])
         assert small.queries == large.queries == 2
         assert sum(d is not None for d in large.docs.values()) == 45
+
+
+def test_capture_watches_the_columns_expressions_name(people):
+    _, config, catalog, _ = people
+    assert named_columns(
+        ["upper(first_name) || 'last_name' || \"code\"::text || p.status", "NOT active AND id::text <> ''"],
+        "public.person", catalog,
+    ) == ("first_name", "code", "active", "id")  # not in a literal, not after a dot, not a function
+    index = copy.deepcopy(INDEX)
+    index["where"] = "coalesce(status, '') <> 'gone'"
+    raw = config.model_dump(mode="json", exclude_defaults=True)
+    raw["source"]["dsn"] = "postgresql://x"
+    raw["indexes"]["people"] = index
+    plan = make_plan(parse_config(raw, env={}), catalog)
+    person = expectations(plan, catalog)["public.person"]
+    assert {"first_name", "last_name", "status", "attrs", "meta"} <= set(person.columns)
+    assert set(expectations(plan, catalog)["public.skill"].columns) == {"id", "name"}

@@ -7,6 +7,7 @@ arrays settled, so the SQL generators never re-read the config.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,7 @@ class Node:
     children: tuple[Node, ...]
     transform: TransformConfig | None = None
     where: str | None = None
+    expression_columns: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -65,8 +67,10 @@ class Node:
 
     @property
     def field_columns(self) -> list[str]:
-        """The columns the fields read by name (an expression's are checked by `flusso validate`)."""
-        return [c for spec in self.fields.values() if (c := field_column(spec)) is not None]
+        """The columns the fields and the `where` read: by name, and those the expressions appear to
+        name (`named_columns`), so that capture's schema checks watch them too."""
+        named = [c for spec in self.fields.values() if (c := field_column(spec)) is not None]
+        return list(dict.fromkeys([*named, *self.expression_columns]))
 
     @property
     def is_array(self) -> bool:
@@ -81,6 +85,34 @@ def _walk(node: Node, ancestors: tuple[Node, ...]) -> Iterator[tuple[Node, tuple
     yield node, ancestors
     for child in node.children:
         yield from _walk(child, (*ancestors, node))
+
+
+_LITERAL = re.compile(r"'(?:[^']|'')*'")
+_NAME = re.compile(r'"((?:[^"]|"")+)"|([A-Za-z_][A-Za-z0-9_$]*)')
+
+
+def named_columns(expressions: list[str], table: str, catalog: Catalog) -> tuple[str, ...]:
+    """The table's columns that the expressions name: identifiers outside string literals, not
+    called as functions nor after `.` or `::` (a type). An over-estimate is harmless (capture then
+    watches a column more); flusso does not parse SQL, and `flusso validate` runs each expression."""
+    found = catalog.get(table)
+    if found is None:
+        return ()
+    out: list[str] = []
+    for text in expressions:
+        text = _LITERAL.sub("''", text)
+        for m in _NAME.finditer(text):
+            name = m.group(1).replace('""', '"') if m.group(1) is not None else m.group(2).lower()
+            before, after = text[: m.start()].rstrip(), text[m.end() :].lstrip()
+            if before.endswith((".", "::")) or after.startswith("("):
+                continue
+            if name in found.columns and name not in out:
+                out.append(name)
+    return tuple(out)
+
+
+def _expressions(fields: dict[str, Any], where: str | None) -> list[str]:
+    return [s.sql for s in fields.values() if isinstance(s, SqlField)] + ([where] if where else [])
 
 
 def _order(rel: RelationConfig, catalog: Catalog) -> tuple[str, ...]:
@@ -112,6 +144,7 @@ def _relation_node(path: tuple[str, ...], rel: RelationConfig, catalog: Catalog)
         children=tuple(_relation_node((*path, n), r, catalog) for n, r in rel.relations.items()),
         transform=rel.transform,
         where=rel.where,
+        expression_columns=named_columns(_expressions(rel.fields, rel.where), qualify(rel.table), catalog),
     )
 
 
@@ -129,4 +162,5 @@ def index_tree(index: IndexConfig, catalog: Catalog) -> Node:
         children=tuple(_relation_node((n,), r, catalog) for n, r in index.relations.items()),
         transform=index.transform,
         where=index.where,
+        expression_columns=named_columns(_expressions(index.fields, index.where), qualify(index.table), catalog),
     )

@@ -510,7 +510,8 @@ def test_a_field_that_is_no_column_path_or_sql_says_the_three_forms() -> None:
     assert [(p.path, p.message) for p in problems_of(raw)] == [
         ("indexes.books.fields.a.path", '"attrs" is not a JSON path: write the column, then its keys, '
                                         "e.g. path: attrs.color"),
-        ("indexes.books.fields.b.type", 'required key "type" is missing: add it'),
+        ("indexes.books.fields.b.type", 'required key "type" is missing: add it (the OpenSearch type of '
+                                        "the expression's values, e.g. type: keyword)"),
         ("indexes.books.fields.c", "a field is a column name, {path: column.key} or {sql: expression, "
                                    "type: keyword}: write one of them (got a mapping)"),
         ("indexes.books.fields.d", "a field is a column name, {path: column.key} or {sql: expression, "

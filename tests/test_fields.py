@@ -159,6 +159,7 @@ def test_queries_stay_constant_whatever_the_batch_size(people):
 
 def test_the_definition_changes_with_paths_expressions_transforms_and_variants(people):
     dsn, config, catalog, _ = people
+
     def digest(change) -> str:
         index = copy.deepcopy(INDEX)
         change(index)

@@ -168,6 +168,8 @@ def _message(e: Any, path: str, root: type[BaseModel]) -> str:
     if kind == "missing":
         model = _model_at(root, loc[:-1])
         hint = _REQUIRED.get((model.__name__ if model else "", str(loc[-1])))
+        if model is None and len(loc) >= 3 and loc[-3] == "fields" and loc[-1] == "type":  # a sql field
+            hint = "the OpenSearch type of the expression's values, e.g. type: keyword"
         return f'required key "{loc[-1]}" is missing: add it' + (f" ({hint})" if hint else "")
     if kind == "extra_forbidden":
         model = _model_at(root, loc[:-1])

@@ -517,6 +517,8 @@ def test_expressions_and_paths_are_checked_against_the_live_database(db: str) ->
             color={"path": "attrs.color"},  # fine
             bad_path={"path": "isbn.x"},
             gone={"path": "extras.x"},
+            many={"sql": "count(*)", "type": "long"},
+            rows={"sql": "generate_series(1, id)", "type": "long"},
         )
         relation(raw, "authors")["fields"]["loud"] = {"sql": "upper(name) || book_id", "type": "text"}
 
@@ -525,8 +527,12 @@ def test_expressions_and_paths_are_checked_against_the_live_database(db: str) ->
     assert set(by_path) == {
         "indexes.books.fields.broken", "indexes.books.fields.missing", "indexes.books.fields.parent",
         "indexes.books.fields.bad_path.path", "indexes.books.fields.gone.path",
-        "indexes.books.relations.authors.fields.loud",
+        "indexes.books.relations.authors.fields.loud", "indexes.books.fields.many", "indexes.books.fields.rows",
     }
+    assert "(aggregate functions are not allowed: an expression reads its own row alone)" in by_path[
+        "indexes.books.fields.many"]
+    assert "set-returning functions are not allowed: an expression reads its own row alone" in by_path[
+        "indexes.books.fields.rows"]
     assert by_path["indexes.books.fields.missing"].startswith(
         'the expression "upper(subtitle)" does not run on public.book (column "subtitle" does not exist): '
         "write a SQL expression over its own columns (id, title, isbn,"

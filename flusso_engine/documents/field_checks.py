@@ -73,7 +73,10 @@ def _try(conn: psycopg.Connection, table: Table, expression: str, condition: boo
     """PostgreSQL's error for the expression (a condition: in WHERE, so it must be boolean) over the
     table's row, or None when it runs."""
     text = sql.SQL(expression.replace("%", "%%"))
-    query = sql.SQL("SELECT 1 FROM {} WHERE ({}) LIMIT %s" if condition else "SELECT ({1}) FROM {0} LIMIT %s")
+    # a field's expression in WHERE too: PostgreSQL refuses aggregates, window and set-returning
+    # functions there, which would read more than the one row the build gives it
+    query = sql.SQL("SELECT 1 FROM {} WHERE ({}) LIMIT %s" if condition
+                    else "SELECT ({1}) FROM {0} WHERE ({1}) IS NULL LIMIT %s")
     query = query.format(sql.Identifier(*split_table(table.qualified)), text)
     try:
         with conn.transaction(force_rollback=True):
@@ -83,8 +86,10 @@ def _try(conn: psycopg.Connection, table: Table, expression: str, condition: boo
     except psycopg.errors.QueryCanceled:
         raise
     except psycopg.Error as err:
-        diag = err.diag
-        return diag.message_primary or str(err).splitlines()[0]
+        message = err.diag.message_primary or str(err).splitlines()[0]
+        if "not allowed in WHERE" in message and not condition:
+            return message.replace(" in WHERE", "") + ": an expression reads its own row alone"
+        return message
     return None
 
 

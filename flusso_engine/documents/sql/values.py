@@ -4,7 +4,7 @@ and concat, so that a transform costs nothing per document in Python.
 A `sql` field is the operator's expression from the config file (never a value from data), spliced
 in as SQL. It must see only its own row: it is evaluated over `(SELECT <alias>.*)`, so that an
 unqualified name is the node's column (a many_to_many's join table, or a parent, is never in
-scope first); `flusso validate` has checked that every name it uses is one (`checks_live.py`).
+scope first); `flusso validate` has checked that every name it uses is one (`documents/field_checks.py`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def literal(value: object) -> sql.Composable:
 
 
 def expression(text: str) -> sql.Composable:
-    """An operator's sql field, as SQL (`%` doubled, as in `literal`)."""
+    """An operator's expression (a sql field, a `where`), as SQL (`%` doubled, as in `literal`)."""
     return sql.SQL(text.replace("%", "%%"))
 
 

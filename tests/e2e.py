@@ -148,7 +148,8 @@ def fresh_build(config: FlussoConfig, index: str, fingerprints: bool = False) ->
 
     with SqlDocumentBuilder(config, catalog, dsn) as builder:
         docs = builder.build(index, [doc_id(row) for row in ids]).docs if ids else {}
-    docs = json.loads(json.dumps(docs, default=str))
+    # a root its `where` leaves out builds as None: no document
+    docs = json.loads(json.dumps({i: d for i, d in docs.items() if d is not None}, default=str))
     return docs if fingerprints else unfingerprinted(docs)
 
 

@@ -496,3 +496,78 @@ def test_config_is_a_frozen_model() -> None:
     assert isinstance(config, FlussoConfig)
     with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen-instance error
         config.source.slot = "other"  # type: ignore[misc]
+
+
+# --- path and sql fields, transforms, variants (issue #16) --------------------------------------
+
+
+def test_a_field_that_is_no_column_path_or_sql_says_the_three_forms() -> None:
+    raw = example()
+    raw["indexes"]["books"]["fields"].update(
+        a={"path": "attrs"}, b={"sql": "upper(title)"}, c={"path": "x.y", "sql": "1", "type": "long"}, d=3,
+        e={"path": "attrs.color", "type": "strng"},
+    )
+    assert [(p.path, p.message) for p in problems_of(raw)] == [
+        ("indexes.books.fields.a.path", '"attrs" is not a JSON path: write the column, then its keys, '
+                                        "e.g. path: attrs.color"),
+        ("indexes.books.fields.b.type", 'required key "type" is missing: add it (the OpenSearch type of '
+                                        "the expression's values, e.g. type: keyword)"),
+        ("indexes.books.fields.c", "a field is a column name, {path: column.key} or {sql: expression, "
+                                   "type: keyword}: write one of them (got a mapping)"),
+        ("indexes.books.fields.d", "a field is a column name, {path: column.key} or {sql: expression, "
+                                   "type: keyword}: write one of them (got 3)"),
+    ]
+    del raw["indexes"]["books"]["fields"]["a"], raw["indexes"]["books"]["fields"]["b"]
+    del raw["indexes"]["books"]["fields"]["c"], raw["indexes"]["books"]["fields"]["d"]
+    assert only_problem(raw) == Problem(
+        "indexes.books.fields.e.type", '"strng" is not an OpenSearch field type (did you mean "string"? '
+        "OpenSearch has no such type): use text (full-text search) or keyword (exact values)"
+    )
+
+
+def test_transforms_name_the_nodes_fields() -> None:
+    raw = example()
+    raw["indexes"]["books"]["transform"] = {
+        "replace": {"isbm": {"-": ""}, "title": {"regex": {"x": 1}}},
+        "mapping": {"title": {"values": {"a": "b"}}},
+        "concat": [{"fields": ["title", "nope"], "destination": "isbn"}, {"fields": [], "destination": "z"}],
+        "move": {"title": "isbn", "ghost": "extra"},
+    }
+    assert [(p.path, p.message) for p in problems_of(raw)] == [
+        ("indexes.books.transform.replace.title.regex.x", "expected the replacement text, got 1: quote it"),
+        ("indexes.books.transform.concat[1].fields", "is empty: list the fields to join, e.g. "
+                                                     "[first_name, last_name]"),
+    ]
+    raw["indexes"]["books"]["transform"]["replace"]["title"] = {"regex": {"x": "y"}}
+    raw["indexes"]["books"]["transform"]["concat"].pop()
+    problems = [(p.path, p.message) for p in problems_of(raw)]
+    assert problems[0] == ("indexes.books.transform.replace.isbm", '"isbm" is not a field here (did you mean '
+                           '"isbn"?): replace one of the fields listed in fields (title, isbn, published)')
+    assert [p for p, _ in problems[1:]] == [
+        "indexes.books.transform.concat[0].fields[1]", "indexes.books.transform.concat[0].destination",
+        "indexes.books.transform.move.title", "indexes.books.transform.move.ghost",
+    ]
+
+
+def test_variants_fit_their_relation_types() -> None:
+    raw = example()
+    rels = raw["indexes"]["books"]["relations"]
+    rels["publisher"]["variant"] = "scalar"
+    rels["reviews"].update(variant="flatten", prefix="r_")
+    rels["authors"].update(variant="scalar", fields={"a": "name", "b": "id"})
+    problems = [(p.path, p.message) for p in problems_of(raw)]
+    assert problems == [
+        ("indexes.books.relations.publisher.variant", "many_to_one gives one object, not a list: use "
+         "variant: flatten (its fields in the parent), or type one_to_many"),
+        ("indexes.books.relations.authors.fields", "a scalar relation is a list of one field's values: list "
+         "exactly one field (and no relations)"),
+        ("indexes.books.relations.reviews.variant", "one_to_many gives a list, which cannot be flattened into "
+         "the parent: use variant: scalar (a list of one field's values), or type many_to_one"),
+    ]
+    raw = example()
+    raw["indexes"]["books"]["fields"]["publisher_name"] = "title"
+    raw["indexes"]["books"]["relations"]["publisher"]["variant"] = "flatten"
+    assert only_problem(raw) == Problem(
+        "indexes.books.relations.publisher.prefix",
+        'flattening publisher gives a field "publisher_name", which is a field here too: set another prefix',
+    )

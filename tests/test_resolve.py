@@ -21,7 +21,7 @@ from psycopg import sql
 
 from flusso_engine.catalog import Catalog, Table, read_catalog
 from flusso_engine.changes import Change, DocId, Row
-from flusso_engine.config import FlussoConfig, load_config
+from flusso_engine.config import FlussoConfig, load_config, parse_config
 from flusso_engine.documents.routes import needs_full_identity
 from flusso_engine.documents.sql import SqlDocumentBuilder
 
@@ -194,9 +194,32 @@ class Bookstore:
         self.conn.close()
 
 
-@pytest.fixture
-def bookstore(bookstore_db: str) -> tuple[str, FlussoConfig, Catalog]:
+def filtered(config: FlussoConfig) -> FlussoConfig:
+    """The bookstore with row filters on the root and on children (edited columns, so rows move in and
+    out of them), scalar and flattened relations, a path and a sql field (issue #16)."""
+    raw = config.model_dump(mode="json", exclude_defaults=True)
+    raw["source"]["dsn"] = config.source.dsn.get_secret_value()
+    books = raw["indexes"]["books"]
+    books["where"] = "price IS NOT NULL OR title <> 'north'"
+    books["fields"]["format"] = {"path": "attributes.format"}
+    books["fields"]["label"] = {"sql": "title || '/' || coalesce(price::text, '-')", "type": "keyword"}
+    rels = books["relations"]
+    rels["publisher"].update(variant="flatten", where="country IS NOT NULL")
+    rels["publisher"].pop("mapping")
+    rels["authors"].update(variant="scalar", fields={"name": "name"}, where="name <> 'south'")
+    rels["authors"].pop("mapping")
+    rels["reviews"]["where"] = "rating > 2"
+    rels["reviews"]["relations"]["tags"].update(variant="scalar", where="name LIKE '%h%'")
+    rels["reviews"]["relations"]["tags"].pop("mapping")
+    rels["reviews"]["relations"]["reviewer"]["where"] = "verified"
+    return parse_config(raw, env={})
+
+
+@pytest.fixture(params=["plain", "filtered"])
+def bookstore(request, bookstore_db: str) -> tuple[str, FlussoConfig, Catalog]:
     config = load_config(BOOKSTORE / "flusso.yaml", env={})
+    if request.param == "filtered":
+        config = filtered(config)
     with psycopg.connect(bookstore_db) as conn:
         generate(conn, BOOKS, SEED)
         catalog = read_catalog(conn, config.tables())

@@ -498,3 +498,81 @@ def test_needs_full_identity_where_old_rows_must_carry_more_than_the_primary_key
     }
     # review's book_id is not in its primary key; reader has no primary key at all
     assert needs_full_identity(config, catalog) == {"public.review", "public.reader"}
+
+
+# --- path and sql fields (issue #16) -------------------------------------------------------------
+
+
+def test_expressions_and_paths_are_checked_against_the_live_database(db: str) -> None:
+    execute(db, "ALTER TABLE book ADD COLUMN attrs jsonb")
+    book = CONFIG["indexes"]["books"]
+
+    def change(raw: dict[str, Any]) -> None:
+        raw["indexes"]["books"]["fields"].update(
+            full={"sql": "title || ' ' || isbn", "type": "text"},  # fine
+            pct={"sql": "length(title) % 7", "type": "long"},  # a % passes psycopg's placeholders
+            broken={"sql": "title || (isbn", "type": "text"},
+            missing={"sql": "upper(subtitle)", "type": "text"},
+            parent={"sql": "name", "type": "text"},  # a publisher's column, not the book's
+            color={"path": "attrs.color"},  # fine
+            bad_path={"path": "isbn.x"},
+            gone={"path": "extras.x"},
+            many={"sql": "count(*)", "type": "long"},
+            rows={"sql": "generate_series(1, id)", "type": "long"},
+        )
+        relation(raw, "authors")["fields"]["loud"] = {"sql": "upper(name) || book_id", "type": "text"}
+
+    report = run_validate(db, config_for(db, change))
+    by_path = {p.path: p.message for p in report.problems}
+    assert set(by_path) == {
+        "indexes.books.fields.broken", "indexes.books.fields.missing", "indexes.books.fields.parent",
+        "indexes.books.fields.bad_path.path", "indexes.books.fields.gone.path",
+        "indexes.books.relations.authors.fields.loud", "indexes.books.fields.many", "indexes.books.fields.rows",
+    }
+    assert "(aggregate functions are not allowed: an expression reads its own row alone)" in by_path[
+        "indexes.books.fields.many"]
+    assert "set-returning functions are not allowed: an expression reads its own row alone" in by_path[
+        "indexes.books.fields.rows"]
+    assert by_path["indexes.books.fields.missing"].startswith(
+        'the expression "upper(subtitle)" does not run on public.book (column "subtitle" does not exist): '
+        "write a SQL expression over its own columns (id, title, isbn,"
+    )
+    assert "syntax error" in by_path["indexes.books.fields.broken"]
+    assert 'column "book_id" does not exist' in by_path["indexes.books.relations.authors.fields.loud"]
+    assert by_path["indexes.books.fields.bad_path.path"] == (
+        "public.book.isbn is text, not json or jsonb, so it has no keys to follow: make it a column field "
+        "(bad_path: isbn), or read it with sql: and give its type"
+    )
+    assert by_path["indexes.books.fields.gone.path"].startswith('column "extras" does not exist in public.book')
+    assert book == CONFIG["indexes"]["books"]  # the shared config is untouched
+    with psycopg.connect(db) as conn:  # validation wrote nothing, and left no transaction open
+        assert conn.execute("SELECT count(*) FROM book").fetchone()[0] == 0
+
+
+def test_an_expression_cannot_write_even_through_a_semicolon(db: str) -> None:
+    def change(raw: dict[str, Any]) -> None:
+        raw["indexes"]["books"]["fields"]["evil"] = {"sql": "1); DROP TABLE review; SELECT (1", "type": "long"}
+
+    report = run_validate(db, config_for(db, change))
+    assert [p.path for p in report.problems] == ["indexes.books.fields.evil"]
+    assert "cannot insert multiple commands into a prepared statement" in report.problems[0].message
+    with psycopg.connect(db) as conn:
+        assert conn.execute("SELECT to_regclass('review') IS NOT NULL").fetchone()[0]
+
+
+def test_a_where_is_a_condition_over_its_own_table(db: str) -> None:
+    def change(raw: dict[str, Any]) -> None:
+        raw["indexes"]["books"]["where"] = "isbn IS NOT NULL AND title LIKE '%a%'"  # fine
+        relation(raw, "reviews")["where"] = "rating"  # not boolean
+        relation(raw, "publisher")["where"] = "title <> ''"  # the book's column, not the publisher's
+        relation(raw, "authors")["where"] = "name <> '' AND"
+
+    problems = {p.path: p.message for p in run_validate(db, config_for(db, change)).problems}
+    assert set(problems) == {"indexes.books.relations.reviews.where", "indexes.books.relations.publisher.where",
+                             "indexes.books.relations.authors.where"}
+    assert problems["indexes.books.relations.reviews.where"] == (
+        'the condition "rating" does not run on public.review (argument of WHERE must be type boolean, not '
+        "type integer): write a SQL condition over its own columns (id, book_id, reader_id, rating, body, "
+        "created_at)"
+    )
+    assert 'column "title" does not exist' in problems["indexes.books.relations.publisher.where"]

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from .base import Loc, Strict, one_or_many, report
+from .fields import Fields, PathField, SqlField, TransformConfig, transform_problems
 from .messages import did_you_mean, show, suggest
 from .names import DEAD_LETTER_SUFFIX, OBJECT_RELATIONS, RELATION_TYPES
 
@@ -80,18 +81,6 @@ def _table_name(table: str) -> str:
     return table
 
 
-def _field_name(field: str) -> str:
-    if field.startswith("_") or "." in field:
-        raise ValueError("a field name may not start with _ or contain a dot: rename it")
-    return field
-
-
-def _column(column: str) -> str:
-    if not column.strip():
-        raise ValueError("names no column: give the column, e.g. title: title")
-    return column
-
-
 def _field_spec(spec: dict[str, Any]) -> dict[str, Any]:
     """A mapping entry's `type` must be one OpenSearch has; the rest is OpenSearch's to judge."""
     if "type" in spec and (problem := _type_problem(spec["type"])):
@@ -101,7 +90,13 @@ def _field_spec(spec: dict[str, Any]) -> dict[str, Any]:
 
 IndexName = Annotated[str, AfterValidator(_index_name)]
 TableName = Annotated[str, AfterValidator(_table_name)]
-Fields = dict[Annotated[str, AfterValidator(_field_name)], Annotated[str, AfterValidator(_column)]]
+def _condition(v: str) -> str:
+    if not v.strip():
+        raise ValueError("is empty: write a SQL condition over the table's columns, e.g. NOT archived")
+    return v
+
+
+Condition = Annotated[str, AfterValidator(_condition)]
 FieldMapping = dict[str, Annotated[dict[str, Any], AfterValidator(_field_spec)]]
 
 
@@ -132,6 +127,10 @@ class RelationConfig(Strict):
     mapping: FieldMapping = Field(default_factory=dict)
     order_by: list[str] = Field(default_factory=list)
     nested: bool = False
+    variant: Literal["object", "scalar", "flatten"] = "object"
+    prefix: str | None = None
+    transform: TransformConfig | None = None
+    where: Condition | None = None
     relations: dict[str, RelationConfig] = Field(default_factory=dict)
 
     @field_validator("key", "order_by", mode="before")
@@ -191,7 +190,8 @@ class RelationConfig(Strict):
     @model_validator(mode="after")
     def _node(self) -> RelationConfig:
         """Fields, mapping and relations against each other: once each of them is valid."""
-        report(_node_problems(self.fields, self.mapping, self.relations))
+        report([*_node_problems(self.fields, self.mapping, self.relations, self.transform),
+                *_variant_problems(self)])
         return self
 
     @property
@@ -208,6 +208,8 @@ class IndexConfig(Strict):
     fields: Fields
     mapping: FieldMapping = Field(default_factory=dict)
     settings: dict[str, Any] = Field(default_factory=dict)
+    transform: TransformConfig | None = None
+    where: Condition | None = None
     relations: dict[str, RelationConfig] = Field(default_factory=dict)
     plugins: list[str] = Field(default_factory=list)  # documents/plugins.py: module.path:Class or an entry point
 
@@ -236,7 +238,7 @@ class IndexConfig(Strict):
     @model_validator(mode="after")
     def _node(self) -> IndexConfig:
         """Fields, mapping and relations against each other: once each of them is valid."""
-        report(_node_problems(self.fields, self.mapping, self.relations))
+        report(_node_problems(self.fields, self.mapping, self.relations, self.transform))
         return self
 
 
@@ -246,26 +248,95 @@ def _listed_twice(columns: list[str]) -> list[tuple[Loc, str]]:
 
 
 def _node_problems(
-    fields: dict[str, str], mapping: dict[str, Any], relations: dict[str, RelationConfig]
+    fields: dict[str, Any],
+    mapping: dict[str, Any],
+    relations: dict[str, RelationConfig],
+    transform: TransformConfig | None = None,
 ) -> list[tuple[Loc, str]]:
-    """An index's or a relation's fields and mapping, against each other and its relations."""
+    """An index's or a relation's fields, mapping and transform, against each other and its relations."""
     problems: list[tuple[Loc, str]] = []
     if not fields and not relations:
         problems.append((("fields",), "no field listed: add at least one, e.g. {name: name}"))
-    for field in fields:
+    for field, spec in fields.items():
         if field in relations:
             problems.append((("fields", field), "a field and a relation share this name: rename one of them"))
+        if isinstance(spec, PathField | SqlField) and spec.type is not None:
+            if (problem := _type_problem(spec.type)) is not None:
+                problems.append((("fields", field, "type"), problem))
+            if field in mapping:
+                problems.append((("fields", field, "type"), (
+                    f'"{field}" is typed twice, here and in mapping: keep one (mapping takes a full '
+                    "mapping, e.g. {type: text, analyzer: english})"
+                )))
+    problems += transform_problems(fields, relations, transform)
+    flattened = _flattened_names(relations)
+    for name, rel in flattened.items():
+        if name in fields or (transform is not None and name in transform.destinations()):
+            problems.append((("relations", rel, "prefix"), (
+                f'flattening {rel} gives a field "{name}", which is a field here too: set another prefix'
+            )))
+    mapped = [*fields, *(transform.destinations() if transform is not None else [])]
     for field in mapping:
         if field in relations:
             problems.append((("mapping", field), (
                 f'"{field}" is a relation: map its fields in relations.{field}.mapping '
                 "(and set nested: true on it for the nested type)"
             )))
-        elif field not in fields:
+        elif field not in mapped:
             problems.append((("mapping", field), (
-                f'"{field}" is not a field here{suggest(field, fields)}: '
-                f"map only the fields listed in fields ({', '.join(fields) or 'none'})"
+                f'"{field}" is not a field here{suggest(field, mapped)}: '
+                f"map only the fields listed in fields ({', '.join(mapped) or 'none'})"
             )))
+    return problems
+
+
+def output_names(fields: dict[str, Any], relations: dict[str, RelationConfig],
+                 transform: TransformConfig | None) -> list[str]:
+    """The top-level names a node's document (or a flattened relation's share of its parent) has."""
+    moved = set(transform.move) if transform is not None else set()
+    names = [f for f in [*fields, *(transform.destinations() if transform else [])] if f not in moved]
+    if transform is not None:
+        names += list(dict.fromkeys(d.split(".")[0] for d in transform.move.values()))
+    names += [n for n, r in relations.items() if r.variant != "flatten"]
+    names += list(_flattened_names(relations))
+    return names
+
+
+def _flattened_names(relations: dict[str, RelationConfig]) -> dict[str, str]:
+    """Each name a flattened relation puts in its parent, with the relation's name."""
+    out: dict[str, str] = {}
+    for name, rel in relations.items():
+        if rel.variant == "flatten":
+            prefix = rel.prefix if rel.prefix is not None else f"{name}_"
+            for field in output_names(rel.fields, rel.relations, rel.transform):
+                out.setdefault(prefix + field, name)
+    return out
+
+
+def _variant_problems(rel: RelationConfig) -> list[tuple[Loc, str]]:
+    """`variant: scalar` is a list of one field's values; `flatten` is one object's fields in its parent."""
+    problems: list[tuple[Loc, str]] = []
+    if rel.variant == "scalar":
+        if rel.type in OBJECT_RELATIONS:
+            problems.append((("variant",), (
+                f"{rel.type} gives one object, not a list: use variant: flatten (its fields in the "
+                "parent), or type one_to_many"
+            )))
+        elif len(rel.fields) != 1 or rel.relations:
+            problems.append((("fields",), (
+                "a scalar relation is a list of one field's values: list exactly one field (and no relations)"
+            )))
+        if rel.transform is not None and (rel.transform.concat or rel.transform.move):
+            problems.append((("transform",), "a scalar relation's one value takes replace and mapping only"))
+    if rel.variant == "flatten" and rel.type not in OBJECT_RELATIONS:
+        problems.append((("variant",), (
+            f"{rel.type} gives a list, which cannot be flattened into the parent: use variant: scalar "
+            "(a list of one field's values), or type many_to_one"
+        )))
+    if rel.prefix is not None and rel.variant != "flatten":
+        problems.append((("prefix",), "only a flattened relation has a prefix: remove it, or set variant: flatten"))
+    if rel.nested and rel.variant != "object":
+        problems.append((("nested",), f"a {rel.variant} relation is not an object: remove nested"))
     return problems
 
 

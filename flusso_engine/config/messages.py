@@ -74,9 +74,10 @@ def problems_from(err: ValidationError, root: type[BaseModel]) -> list[Problem]:
     """Every error of validating `root`, at its path in the file, in the user's words."""
     out = []
     for e in err.errors():
-        # a validator's own name and a dict key's `[key]` marker are not places in the file
+        # a validator's own name, a dict key's `[key]` marker and a field kind's tag
+        # (config/fields.py) are not places in the file
         loc = tuple(
-            p for p in e["loc"] if not (isinstance(p, str) and (p.startswith("function-") or p == "[key]"))
+            p for p in e["loc"] if not (isinstance(p, str) and (p.startswith(("function-", "field:")) or p == "[key]"))
         )
         e = {**e, "loc": loc}
         path = _loc(loc)
@@ -167,6 +168,8 @@ def _message(e: Any, path: str, root: type[BaseModel]) -> str:
     if kind == "missing":
         model = _model_at(root, loc[:-1])
         hint = _REQUIRED.get((model.__name__ if model else "", str(loc[-1])))
+        if model is None and len(loc) >= 3 and loc[-3] == "fields" and loc[-1] == "type":  # a sql field
+            hint = "the OpenSearch type of the expression's values, e.g. type: keyword"
         return f'required key "{loc[-1]}" is missing: add it' + (f" ({hint})" if hint else "")
     if kind == "extra_forbidden":
         model = _model_at(root, loc[:-1])
@@ -189,6 +192,8 @@ def _message(e: Any, path: str, root: type[BaseModel]) -> str:
         return f"expected a mapping{example}, got {got}: write it as one"
     if kind == "value_error":
         return str(ctx.get("error", e["msg"]))
+    if kind == "field_kind":  # config/fields.py: a field that is neither a column, a path nor sql
+        return f"{e['msg']} (got {got})"
     if kind == "list_type":
         return f"expected a list, got {got}: write it as [a, b]"
     if kind in ("string_type", "string_sub_type"):

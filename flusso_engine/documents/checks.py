@@ -12,11 +12,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 
 from ..catalog import Catalog, Column, Table
 from ..config import FlussoConfig, RelationConfig, did_you_mean, qualify, relation_path, split_table
+from ..config.fields import field_column
 from ..error import Problem
 from ..keys import KEY_FIX, key_type_problem
 from .routes import index_routes
@@ -228,11 +230,12 @@ def _columns(table: Table, path: str, columns: Iterable[str]) -> list[Problem]:
     return [Problem(path, _column_problem(table, c)) for c in _missing(table, columns)]
 
 
-def _field_columns(table: Table, base: str, fields: Mapping[str, str]) -> list[Problem]:
+def _field_columns(table: Table, base: str, fields: Mapping[str, Any]) -> list[Problem]:
+    """The column a column or path field reads (an expression's are `field_checks.py`'s)."""
     return [
-        Problem(f"{base}.fields.{name}", _column_problem(table, column))
-        for name, column in fields.items()
-        if column not in table.columns
+        Problem(f"{base}.fields.{name}" + ("" if isinstance(spec, str) else ".path"), _column_problem(table, column))
+        for name, spec in fields.items()
+        if (column := field_column(spec)) is not None and column not in table.columns
     ]
 
 

@@ -11,9 +11,11 @@ import hashlib
 import json
 from typing import Any
 
-from ..catalog import Catalog, Column
+from ..catalog import Catalog, Column, Table
 from ..config import IndexConfig
+from ..config.fields import PathField, SqlField
 from ..sinks.marker import index_meta
+from . import shape
 from .tree import Node, index_tree
 
 TEXT = {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}}
@@ -55,20 +57,62 @@ def derived_type(column: Column) -> dict[str, Any]:
 
 
 def properties(node: Node, catalog: Catalog) -> dict[str, Any]:
-    """The `properties` of a node: its fields (explicit type, else derived) and its relations."""
+    """The `properties` of a node: its fields (explicit type, else derived) and its relations, where
+    `shape.items` puts them."""
     table = catalog.get(node.table)
     props: dict[str, Any] = {}
-    for field, column in node.fields.items():
-        if field in node.mapping:
-            props[field] = copy.deepcopy(node.mapping[field])
-        elif table is not None and column in table.columns:
-            props[field] = derived_type(table.columns[column])
-        else:  # validation reports the missing column; never let the mapping guess
-            props[field] = dict(FALLBACK)
-    for child in node.children:
-        kind = "nested" if child.relation is not None and child.relation.nested else "object"
-        props[child.name] = {"type": kind, "properties": properties(child, catalog)}
+
+    def of(items: list[shape.Item] | tuple[shape.Item, ...], into: dict[str, Any]) -> None:
+        for item in items:
+            if isinstance(item, shape.Value):
+                into[item.name] = _value_type(node, item, table)
+            elif isinstance(item, shape.Obj):
+                inner: dict[str, Any] = {}
+                of(item.items, inner)
+                into[item.name] = {"type": "object", "properties": inner}
+            elif isinstance(item, shape.Flat):
+                into.update({item.prefix + k: v for k, v in properties(item.node, catalog).items()})
+            elif item.node.variant == "scalar":
+                child_table = catalog.get(item.node.table)
+                into[item.name] = _value_type(item.node, shape.scalar_value(item.node), child_table)
+            else:
+                child = item.node
+                kind = "nested" if child.relation is not None and child.relation.nested else "object"
+                into[item.name] = {"type": kind, "properties": properties(child, catalog)}
+
+    of(shape.items(node), props)
     return props
+
+
+def _value_type(node: Node, value: shape.Value, table: Table | None) -> dict[str, Any]:
+    """A field's type: `mapping`'s, the field's `type`, the values of its value map, text for what
+    replace and concat make, else derived from its column (a JSON path's: keyword)."""
+    if value.name in node.mapping:
+        return copy.deepcopy(node.mapping[value.name])
+    spec = value.spec
+    if isinstance(spec, PathField | SqlField) and spec.type is not None:
+        return {"type": spec.type}
+    if value.mapping is not None:
+        return _mapped_type([*value.mapping.values.values(), value.mapping.default])
+    if value.replace or value.concat is not None:
+        return copy.deepcopy(TEXT)
+    if isinstance(spec, str) and table is not None and spec in table.columns:
+        return derived_type(table.columns[spec])
+    return dict(FALLBACK)  # a path, or a column validation reports missing: never let OpenSearch guess
+
+
+def _mapped_type(values: list[Any]) -> dict[str, Any]:
+    """The type of a value map's results: one JSON kind, or keyword."""
+    kinds = {type(v) for v in values if v is not None}
+    if kinds == {bool}:
+        return {"type": "boolean"}
+    if kinds == {int}:
+        return {"type": "long"}
+    if kinds and kinds <= {int, float}:
+        return {"type": "double"}
+    if kinds == {str}:
+        return copy.deepcopy(TEXT)
+    return dict(FALLBACK)
 
 
 def definition_hash(index: IndexConfig, props: dict[str, Any]) -> str:

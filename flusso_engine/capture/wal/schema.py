@@ -62,7 +62,7 @@ def expectations(plan: Plan, catalog: Catalog) -> dict[str, Expected]:
         tree = index.tree
         use(tree.table, index.key)
         for node, _ in tree.walk():
-            use(node.table, [*node.fields.values(), *node.child_columns, *node.order])
+            use(node.table, [*node.field_columns, *node.child_columns, *node.order])
             for child in node.children:
                 use(node.table, child.parent_columns)
                 if child.through is not None:

@@ -19,9 +19,11 @@ from ...catalog import Catalog
 from ...config import IndexConfig, qualify, split_table
 from ...error import ConfigError, Problem
 from ...keys import key_text
+from .. import shape
 from ..mapping import FINGERPRINT
 from ..routes import Entry
 from ..tree import Node, index_tree
+from . import values
 
 _MAX_PAIRS = 50  # json_build_object takes at most 100 arguments
 _ROOT = "r"
@@ -82,14 +84,8 @@ def key_columns_text(alias: str, key: Sequence[str]) -> sql.Composable:
 # --- build ------------------------------------------------------------------------------------------
 
 
-def _document(node: Node, alias: str, aliases: _Aliases) -> sql.Composable:
-    """A json object of the node's fields and relations, read from the row at `alias`."""
-    pairs = [
-        sql.SQL("{}, {}").format(sql.Literal(f), sql.Identifier(alias, c)) for f, c in node.fields.items()
-    ]
-    pairs += [
-        sql.SQL("{}, {}").format(sql.Literal(c.name), _relation(c, alias, aliases)) for c in node.children
-    ]
+def _object(pairs: list[sql.Composable]) -> sql.Composable:
+    """json_build_object of (name, value) pairs, in jsonb chunks past its argument limit."""
     if len(pairs) <= _MAX_PAIRS:
         return sql.SQL("json_build_object({})").format(sql.SQL(", ").join(pairs))
     chunks = [pairs[i : i + _MAX_PAIRS] for i in range(0, len(pairs), _MAX_PAIRS)]
@@ -98,8 +94,42 @@ def _document(node: Node, alias: str, aliases: _Aliases) -> sql.Composable:
     )
 
 
-def _relation(node: Node, parent: str, aliases: _Aliases) -> sql.Composable:
-    """A correlated subquery: the child's object (NULL when none) or its ordered array (`[]` when none)."""
+def _pairs(node: Node, alias: str, aliases: _Aliases) -> list[tuple[str, sql.Composable]]:
+    """The node's (name, value) pairs read from the row at `alias` (`shape.items`, in order)."""
+    fields = shape.values(node)
+
+    def of(items: Sequence[shape.Item]) -> list[tuple[str, sql.Composable]]:
+        out: list[tuple[str, sql.Composable]] = []
+        for item in items:
+            if isinstance(item, shape.Value):
+                out.append((item.name, values.value(item, alias, fields)[0]))
+            elif isinstance(item, shape.Obj):
+                out.append((item.name, _object(_composed(of(item.items)))))
+            elif isinstance(item, shape.Child):
+                out.append((item.name, _relation(item.node, alias, aliases)))
+            else:  # flattened: each of the child's pairs, read from its one row (null without one)
+                child, source, where = _source(item.node, alias, aliases)
+                out += [
+                    (item.prefix + name, sql.SQL("(SELECT {} FROM {} WHERE {})").format(expr, source, where))
+                    for name, expr in _pairs(item.node, child, aliases)
+                ]
+        return out
+
+    return of(shape.items(node))
+
+
+def _composed(pairs: list[tuple[str, sql.Composable]]) -> list[sql.Composable]:
+    return [sql.SQL("{}, {}").format(sql.Literal(name), expr) for name, expr in pairs]
+
+
+def _document(node: Node, alias: str, aliases: _Aliases) -> sql.Composable:
+    """A json object of the node's fields and relations, read from the row at `alias`."""
+    return _object(_composed(_pairs(node, alias, aliases)))
+
+
+def _source(node: Node, parent: str, aliases: _Aliases) -> tuple[str, sql.Composable, sql.Composable]:
+    """The child's alias, its FROM (through its join table for a many_to_many) and the WHERE that
+    correlates it with the parent row at `parent`."""
     alias = aliases("c")
     if node.through is not None:
         link = aliases("t")
@@ -114,7 +144,25 @@ def _relation(node: Node, parent: str, aliases: _Aliases) -> sql.Composable:
     else:
         source = sql.SQL("{} {}").format(_table(node.table), sql.Identifier(alias))
         where = _equal(alias, node.child_columns, parent, node.parent_columns)
-    document = _document(node, alias, aliases)
+    return alias, source, _filtered(where, node, alias)
+
+
+def _filtered(where: sql.Composable, node: Node, alias: str) -> sql.Composable:
+    """`where` and the node's `where:` filter, over its row at `alias` alone (`values.own_row`)."""
+    if node.where is None:
+        return where
+    return sql.SQL("{} AND {}").format(where, values.own_row(node.where, alias))
+
+
+def _relation(node: Node, parent: str, aliases: _Aliases) -> sql.Composable:
+    """A correlated subquery: the child's object (NULL when none) or its ordered array (`[]` when
+    none) of objects, or of its one field's values (`variant: scalar`)."""
+    alias, source, where = _source(node, parent, aliases)
+    if node.variant == "scalar":
+        one = shape.scalar_value(node)
+        document = values.value(one, alias, shape.values(node))[0]
+    else:
+        document = _document(node, alias, aliases)
     if not node.is_array:
         return sql.SQL("(SELECT {} FROM {} WHERE {})").format(document, source, where)
     order = sql.SQL("")
@@ -155,7 +203,7 @@ def build_statement(index: IndexConfig, catalog: Catalog, tree: Node | None = No
         key_columns_text(_ROOT, index.key),
         _fingerprinted(),
         _from_root(index, tree),
-        _matches(catalog, tree.table, _ROOT, index.key),
+        _filtered(_matches(catalog, tree.table, _ROOT, index.key), tree, _ROOT),
     )
 
 
@@ -167,7 +215,7 @@ def fingerprint_statement(index: IndexConfig, catalog: Catalog, tree: Node | Non
         key_columns_text(_ROOT, index.key),
         sql.Identifier(_TEXT, "t"),
         _from_root(index, tree),
-        _matches(catalog, tree.table, _ROOT, index.key),
+        _filtered(_matches(catalog, tree.table, _ROOT, index.key), tree, _ROOT),
     )
 
 
@@ -176,26 +224,30 @@ def key_page_statement(index: IndexConfig, catalog: Catalog, after: bool) -> sql
     passed as one text per key column); the limit is the last parameter."""
     table = qualify(index.table)
     columns = sql.SQL(", ").join(sql.Identifier(_ROOT, k) for k in index.key)
-    where = sql.SQL("")
+    conditions = [] if index.where is None else [values.own_row(index.where, _ROOT)]
     if after:
-        where = sql.SQL(" WHERE ({}) > ({})").format(
+        conditions.insert(0, sql.SQL("({}) > ({})").format(
             columns,
             sql.SQL(", ").join(
                 sql.SQL("{}::text::{}").format(sql.Placeholder(), _column_type(catalog, table, k)) for k in index.key
             ),
-        )
+        ))
+    where = sql.SQL(" WHERE {}").format(sql.SQL(" AND ").join(conditions)) if conditions else sql.SQL("")
     return sql.SQL("SELECT {} FROM {} {}{} ORDER BY {} LIMIT {}").format(
         key_columns_text(_ROOT, index.key), _table(table), sql.Identifier(_ROOT), where, columns, sql.Placeholder()
     )
 
 
 def sample_statement(index: IndexConfig) -> sql.Composed:
-    """The key texts of about `%s` percent of the root's rows (Bernoulli), in random order, at most `%s`."""
-    return sql.SQL("SELECT {} FROM {} {} TABLESAMPLE BERNOULLI ({}) ORDER BY random() LIMIT {}").format(
+    """The key texts of about `%s` percent of the root's rows (Bernoulli; those its `where` keeps), in
+    random order, at most `%s`."""
+    where = sql.SQL("") if index.where is None else sql.SQL(" WHERE {}").format(values.own_row(index.where, _ROOT))
+    return sql.SQL("SELECT {} FROM {} {} TABLESAMPLE BERNOULLI ({}){} ORDER BY random() LIMIT {}").format(
         key_columns_text(_ROOT, index.key),
         _table(qualify(index.table)),
         sql.Identifier(_ROOT),
         sql.Placeholder(),
+        where,
         sql.Placeholder(),
     )
 

@@ -206,6 +206,10 @@ class IndexConfig(Strict):
     mapping: FieldMapping = Field(default_factory=dict)
     settings: dict[str, Any] = Field(default_factory=dict)
     relations: dict[str, RelationConfig] = Field(default_factory=dict)
+    # interval: a flush is acknowledged once OpenSearch has it; its documents are searchable at the
+    # index's next refresh. wait_for: each live flush waits for that refresh (bulk `refresh=wait_for`),
+    # so what is acknowledged is searchable, at the cost of a flush lasting up to a refresh interval.
+    refresh: Literal["interval", "wait_for"] = "interval"
 
     @field_validator("key", mode="before")
     @classmethod

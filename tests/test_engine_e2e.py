@@ -165,3 +165,23 @@ def test_refresh_wait_for_makes_what_is_acknowledged_searchable(bookstore_db, in
     finally:
         run.stop()
     assert run.proc.returncode == 0, run.output()[-3000:]
+
+
+def test_backfill_builds_key_ranges_on_several_connections_from_one_snapshot(bookstore_db, index_prefix, tmp_path,
+                                                                            opensearch) -> None:
+    """Three connections build ranges of 20 keys at once; every document is there, equal to a fresh
+    build, and carries the one snapshot's position as its version."""
+    generate(bookstore_db, books=200)
+    config = write_config(tmp_path / "flusso.yaml", bookstore_db, index_prefix,
+                          batch={"max_changes": 20, "backfill_connections": 3})
+    index = next(iter(load_config(config).indexes))
+    done = flusso("backfill", "--force", config=config)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "built on 3 connections from 1 shared snapshot(s)" in done.stdout + done.stderr
+    wait_converged(opensearch, config)
+    opensearch.indices.refresh(index=index)
+    hits = opensearch.search(index=index, body={"size": 1000, "version": True, "_source": False})["hits"]["hits"]
+    with psycopg.connect(bookstore_db) as conn:
+        books = conn.execute("SELECT count(*) FROM book").fetchone()[0]
+    assert len(hits) == books
+    assert len({h["_version"] for h in hits}) == 1, "one snapshot, one version"

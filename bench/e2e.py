@@ -355,6 +355,8 @@ def main() -> int:
     parser.add_argument("--profile", type=Path, default=None,
                         help="a directory: py-spy the flusso process during the backfill and each rate")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--refresh", choices=("interval", "wait_for"), default=None,
+                        help="the index's refresh mode (wait_for: a live flush waits until searchable)")
     args = parser.parse_args()
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
@@ -365,7 +367,7 @@ def main() -> int:
     dsn, generated = ensure_data(args.dsn, args.database, args.books, args.seed)
     client = OpenSearch(hosts=[args.opensearch], timeout=60)
     workdir = Path(tempfile.mkdtemp(prefix="flusso-bench-e2e-"))
-    config, index = write_config(workdir / "flusso.yaml", dsn, args.opensearch, args.name)
+    config, index = write_config(workdir / "flusso.yaml", dsn, args.opensearch, args.name, args.refresh)
     flusso("teardown", "--yes", config=config)  # a slot a crashed run left behind
     report.update(books=args.books, generation_s=generated, index=index, slot=args.name,
                   parameters=harness.public({k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}),
@@ -382,8 +384,11 @@ def main() -> int:
         if done.returncode != 0:
             log(f"teardown failed: {done.stderr.strip()}")
         try:
-            client.indices.delete(index=index, ignore=404)
-            client.indices.delete(index=f"{index}-deadletter", ignore=404)
+            # the name is an alias of generations `<index>__g<N>` once flusso made them
+            names = [n for n in client.indices.get(index=f"{index}*", ignore=404, expand_wildcards="open,closed")
+                     if n in (index, f"{index}-deadletter") or n.startswith(f"{index}__g")]
+            for name in names:
+                client.indices.delete(index=name, ignore=404)
         except Exception as err:  # noqa: BLE001 - best effort
             log(f"could not delete index {index}: {err}")
     if "backfill" in report and "live" in report:

@@ -84,13 +84,16 @@ def ensure_data(admin_dsn: str, database: str, books: int, seed: int,
         return dsn, time.perf_counter() - started
 
 
-def write_config(path: Path, dsn: str, opensearch: str, name: str) -> tuple[Path, str]:
-    """The bookstore's flusso.yaml with this benchmark's database, slot, publication and index."""
+def write_config(path: Path, dsn: str, opensearch: str, name: str, refresh: str | None = None) -> tuple[Path, str]:
+    """The bookstore's flusso.yaml with this benchmark's database, slot, publication and index (with
+    `refresh`, the index's refresh mode: `interval` or `wait_for`)."""
     raw = read_yaml((BOOKSTORE / "flusso.yaml").read_text())
     raw["source"].update(dsn=dsn, slot=name, publication=name)
     raw["sink"]["hosts"] = [opensearch]
     index = f"{name}_books"
     raw["indexes"] = {index: raw["indexes"]["books"]}
+    if refresh is not None:
+        raw["indexes"][index]["refresh"] = refresh
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path, index
 

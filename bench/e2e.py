@@ -186,6 +186,7 @@ def run_backfill(config: Path, index: str, dsn: str, client: OpenSearch, workdir
         "process_exit_s": round(exited - started, 2),
         "peak_rss_mb": round(watch.peak_kb / 1024, 1),
         "cpu_s": cpu,
+        "cpu_s_per_1000_docs": harness.per_1000(cpu, count),
         "machine_busy_before": busy_before,
         "opensearch": os_stats,
         "complete": count == rows,
@@ -268,6 +269,7 @@ def live_rate(args: argparse.Namespace, rate: float | None, proc_log: Path, flus
         "slot_lag_bytes": probe.lag_bytes(lag_at_end),
         "flusso_rss_mb": round(memory_kb(flusso_pid).get("VmRSS", 0) / 1024, 1),
         "cpu_s": cpu,
+        "cpu_s_per_1000_changes": harness.per_1000(cpu, engine_total["changes"]),
         "machine_busy_before": busy_before,
         "opensearch": os_stats,
         "poller": probe.searches(),
@@ -384,11 +386,7 @@ def main() -> int:
         if done.returncode != 0:
             log(f"teardown failed: {done.stderr.strip()}")
         try:
-            # the name is an alias of generations `<index>__g<N>` once flusso made them
-            names = [n for n in client.indices.get(index=f"{index}*", ignore=404, expand_wildcards="open,closed")
-                     if n in (index, f"{index}-deadletter") or n.startswith(f"{index}__g")]
-            for name in names:
-                client.indices.delete(index=name, ignore=404)
+            harness.drop_index(client, index)
         except Exception as err:  # noqa: BLE001 - best effort
             log(f"could not delete index {index}: {err}")
     if "backfill" in report and "live" in report:

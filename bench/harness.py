@@ -141,8 +141,16 @@ def drop_flusso(config: Path, client: OpenSearch, index: str) -> None:
     """What a run leaves behind: flusso's slot and publication (`flusso teardown`), the index and its
     dead-letter index."""
     flusso("teardown", "--yes", config=config)
-    client.indices.delete(index=index, ignore=404)
-    client.indices.delete(index=f"{index}-deadletter", ignore=404)
+    drop_index(client, index)
+
+
+def drop_index(client: OpenSearch, index: str) -> None:
+    """The index, its dead letters and, once flusso made `index` an alias, its generations
+    `<index>__g<N>` (deleting an alias by name is refused)."""
+    found = client.indices.get(index=f"{index}*", ignore=404, expand_wildcards="open,closed")
+    for name in found:
+        if name in (index, f"{index}-deadletter") or name.startswith(f"{index}__g"):
+            client.indices.delete(index=name, ignore=404)
 
 
 def start_flusso(config: Path, log_path: Path, *flags: str, live_within: float | None = None) -> subprocess.Popen:
@@ -263,6 +271,11 @@ def cpu_snapshot(flusso_pid: int | None = None) -> dict[str, float]:
     idle = values[3] + values[4]  # idle + iowait
     groups["machine_busy"] = (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
     return groups
+
+
+def per_1000(cpu_s: dict[str, float], count: float) -> dict[str, float]:
+    """CPU seconds by process group per 1,000 documents (or changes): what each costs, whatever the rate."""
+    return {k: round(v * 1000 / count, 3) for k, v in cpu_s.items()} if count else {}
 
 
 def cpu_delta(before: dict[str, float], after: dict[str, float], system: str = "flusso") -> dict[str, float]:

@@ -230,6 +230,18 @@ class IndexConfig(Strict):
         report(_node_problems(self.fields, self.mapping, self.relations))
         return self
 
+    @model_validator(mode="after")
+    def _refresh_that_comes(self) -> IndexConfig:
+        """A `wait_for` flush waits for the next refresh: with refresh off it would hang."""
+        nested = self.settings.get("index")
+        interval = next((v for v in (self.settings.get("refresh_interval"), self.settings.get("index.refresh_interval"),
+                                     nested.get("refresh_interval") if isinstance(nested, dict) else None)
+                         if v is not None), None)
+        if self.refresh == "wait_for" and str(interval).strip() == "-1":
+            report([(("refresh",), "is wait_for, but settings.refresh_interval is -1, so the refresh a flush waits "
+                                   "for never comes: set refresh_interval (e.g. 1s) or refresh: interval")])
+        return self
+
 
 def _listed_twice(columns: list[str]) -> list[tuple[Loc, str]]:
     repeated = sorted({c for c in columns if columns.count(c) > 1})

@@ -187,6 +187,7 @@ def run_backfill(config: Path, index: str, dsn: str, client: OpenSearch, workdir
         "process_exit_s": round(exited - started, 2),
         "peak_rss_mb": round(watch.peak_kb / 1024, 1),
         "cpu_s": cpu,
+        "cpu_s_per_1000_docs": harness.per_1000(cpu, count),
         "machine_busy_before": busy_before,
         "opensearch": os_stats,
         "complete": count == rows,
@@ -267,6 +268,7 @@ def live_rate(args: argparse.Namespace, rate: float | None, proc_log: Path, flus
         "slot_lag_bytes": probe.lag_bytes(lag_at_end),
         "flusso_rss_mb": round(memory_kb(flusso_pid).get("VmRSS", 0) / 1024, 1),
         "cpu_s": cpu,
+        "cpu_s_per_1000_changes": harness.per_1000(cpu, engine_total["changes"]),
         "machine_busy_before": busy_before,
         "opensearch": os_stats,
         "poller": probe.searches(),
@@ -354,6 +356,8 @@ def main() -> int:
     parser.add_argument("--profile", type=Path, default=None,
                         help="a directory: py-spy the flusso process during the backfill and each rate")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--refresh", choices=("interval", "wait_for"), default=None,
+                        help="the index's refresh mode (wait_for: a live flush waits until searchable)")
     args = parser.parse_args()
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
@@ -364,7 +368,7 @@ def main() -> int:
     dsn, generated = ensure_data(args.dsn, args.database, args.books, args.seed)
     client = OpenSearch(hosts=[args.opensearch], timeout=60)
     workdir = Path(tempfile.mkdtemp(prefix="flusso-bench-e2e-"))
-    config, index = write_config(workdir / "flusso.yaml", dsn, args.opensearch, args.name)
+    config, index = write_config(workdir / "flusso.yaml", dsn, args.opensearch, args.name, args.refresh)
     flusso("teardown", "--yes", config=config)  # a slot a crashed run left behind
     report.update(books=args.books, generation_s=generated, index=index, slot=args.name,
                   parameters=harness.public({k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}),
@@ -381,8 +385,7 @@ def main() -> int:
         if done.returncode != 0:
             log(f"teardown failed: {done.stderr.strip()}")
         try:
-            client.indices.delete(index=index, ignore=404)
-            client.indices.delete(index=f"{index}-deadletter", ignore=404)
+            harness.drop_index(client, index)
         except Exception as err:  # noqa: BLE001 - best effort
             log(f"could not delete index {index}: {err}")
     if "backfill" in report and "live" in report:

@@ -92,9 +92,11 @@ def ensure_data(admin_dsn: str, database: str, books: int, seed: int,
         return dsn, time.perf_counter() - started
 
 
-def write_config(path: Path, dsn: str, opensearch: str, name: str, **source: Any) -> tuple[Path, str]:
-    """The bookstore's flusso.yaml with this benchmark's database, slot, publication and index (and
-    `source` settings: `capture="polling"` drops the publication, which only the WAL uses)."""
+def write_config(path: Path, dsn: str, opensearch: str, name: str, refresh: str | None = None,
+                 **source: Any) -> tuple[Path, str]:
+    """The bookstore's flusso.yaml with this benchmark's database, slot, publication and index (with
+    `refresh`, the index's refresh mode: `interval` or `wait_for`; and `source` settings:
+    `capture="polling"` drops the publication, which only the WAL uses)."""
     raw = read_yaml((BOOKSTORE / "flusso.yaml").read_text())
     raw["source"].update(dsn=dsn, slot=name, publication=name, **source)
     if raw["source"]["capture"] == "polling":
@@ -102,6 +104,8 @@ def write_config(path: Path, dsn: str, opensearch: str, name: str, **source: Any
     raw["sink"]["hosts"] = [opensearch]
     index = f"{name}_books"
     raw["indexes"] = {index: raw["indexes"]["books"]}
+    if refresh is not None:
+        raw["indexes"][index]["refresh"] = refresh
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path, index
 
@@ -149,8 +153,16 @@ def drop_flusso(config: Path, client: OpenSearch, index: str) -> None:
     """What a run leaves behind: flusso's slot and publication (`flusso teardown`), the index and its
     dead-letter index."""
     flusso("teardown", "--yes", config=config)
-    client.indices.delete(index=index, ignore=404)
-    client.indices.delete(index=f"{index}-deadletter", ignore=404)
+    drop_index(client, index)
+
+
+def drop_index(client: OpenSearch, index: str) -> None:
+    """The index, its dead letters and, once flusso made `index` an alias, its generations
+    `<index>__g<N>` (deleting an alias by name is refused)."""
+    found = client.indices.get(index=f"{index}*", ignore=404, expand_wildcards="open,closed")
+    for name in found:
+        if name in (index, f"{index}-deadletter") or name.startswith(f"{index}__g"):
+            client.indices.delete(index=name, ignore=404)
 
 
 def start_flusso(config: Path, log_path: Path, *flags: str, live_within: float | None = None) -> subprocess.Popen:
@@ -271,6 +283,11 @@ def cpu_snapshot(flusso_pid: int | None = None) -> dict[str, float]:
     idle = values[3] + values[4]  # idle + iowait
     groups["machine_busy"] = (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
     return groups
+
+
+def per_1000(cpu_s: dict[str, float], count: float) -> dict[str, float]:
+    """CPU seconds by process group per 1,000 documents (or changes): what each costs, whatever the rate."""
+    return {k: round(v * 1000 / count, 3) for k, v in cpu_s.items()} if count else {}
 
 
 def cpu_delta(before: dict[str, float], after: dict[str, float], system: str = "flusso") -> dict[str, float]:

@@ -78,6 +78,7 @@ def load_once(client: OpenSearch, index: str, body: dict, docs: dict[str, str], 
               threads: int) -> dict[str, Any]:
     client.indices.delete(index=index, ignore=404)
     build, restore = build_body(body)
+    cpu_before = harness.cpu_snapshot()
     started = time.monotonic()
     client.indices.create(index=index, body=build)
     actions = ({"_index": index, "_id": k, "_source": v} for k, v in docs.items())
@@ -92,8 +93,10 @@ def load_once(client: OpenSearch, index: str, body: dict, docs: dict[str, str], 
     client.indices.put_settings(index=index, body=restore)
     count = harness.searchable_count(client, index, len(docs), started + 600, every=0.05)
     wall = time.monotonic() - started
+    cpu = harness.cpu_delta(cpu_before, harness.cpu_snapshot(), "raw")  # the loader is `bench`, this process
     return {"chunk_size": chunk, "threads": threads, "documents": count, "build_settings": BUILD_SETTINGS,
-            "errors": errors, "wall_s": round(wall, 2), "docs_per_s": round(len(docs) / wall, 1)}
+            "errors": errors, "wall_s": round(wall, 2), "docs_per_s": round(len(docs) / wall, 1), "cpu_s": cpu,
+            "cpu_s_per_1000_docs": harness.per_1000(cpu, len(docs))}
 
 
 def run_raw(config_path: Path, index: str, opensearch: str, chunks: list[int], threads: list[int],

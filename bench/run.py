@@ -2,7 +2,7 @@
 
     python bench/run.py [--books 10000] [--seconds 20] [--rates 500,2000,max] [--scales 10000,100000]
                         [--name quick] [--skip-live] [--skip-pgsync] [--pgsync-timeout 120]
-                        [--pgsync-mode wal] [--pgsync-drain-timeout 30]
+                        [--pgsync-mode wal] [--pgsync-drain-timeout 30] [--pin]
     python bench/run.py --scenario reseed [--books 100000] [--reseed-rate 100] [--note TEXT]
     python bench/run.py --scenario polling [--books 10000] [--writer-seconds 15] [--polling-rates 50,200]
 
@@ -21,6 +21,11 @@ Scenarios (issue 6), each over the bookstore generated with the same seed at `--
    seeded with every document; a rate it has not drained `--pgsync-drain-timeout` s after the writes
    is reported as not kept up, at the rate it processed until then.
 3. Scaling: flusso's backfill at each of `--scales` (default: `--books` only).
+
+`--pin` (issue #17 item 4, bench/pin.py) runs it all with OpenSearch's JVM on core 0 and
+PostgreSQL, flusso and the writers on core 1, restored at the end: the sink is then the only
+bottleneck, so flusso / raw says how well flusso keeps it busy (results `run-<books>-pinned`). It
+slows every other user of the shared services while it runs: a quiet machine only.
 
 `--scenario reseed` runs only the reseed scenario (issue #12, bench/reseed.py: a forced reseed
 beside live capture and live writes, as searchers see it) in its own database
@@ -224,18 +229,31 @@ def main() -> int:
     parser.add_argument("--quiet", type=float, default=0.35)
     parser.add_argument("--quiet-timeout", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--pin", action="store_true",
+                        help="OpenSearch on core 0; PostgreSQL, flusso and the writers on core 1 (bench/pin.py)")
     args = parser.parse_args()
     if args.scenario == "reseed":
         return reseed_only(args)
     if args.scenario == "polling":
         return polling_only(args)
-    args.name = args.name or f"run-{args.books}"
+    args.name = args.name or f"run-{args.books}" + ("-pinned" if args.pin else "")
+    if args.pin:
+        import pin
+
+        with pin.pinned() as pinned:
+            return run_all(args, pinned)
+    return run_all(args)
+
+
+def run_all(args: argparse.Namespace, pinned: dict[str, Any] | None = None) -> int:
+    """Every scenario of the default run, written to bench/results/<name>.json."""
     scales = [int(s) for s in args.scales.split(",")] if args.scales else [args.books]
     started = time.monotonic()
     report: dict[str, Any] = {"benchmark": "run", "name": args.name, **harness.git_commit(),
                               "machine": harness.machine(),
                               "started_at": datetime.now().isoformat(timespec="seconds"), "books": args.books,
-                              "parameters": harness.public(vars(args)), "targets": TARGETS}
+                              "parameters": harness.public(vars(args)), "targets": TARGETS,
+                              "pinned": pinned}
     workdir = Path(tempfile.mkdtemp(prefix="flusso-bench-run-"))
 
     report["opensearch_uptime_s"] = warm_up(args, workdir)
@@ -257,6 +275,8 @@ def main() -> int:
         except Exception as err:  # noqa: BLE001 - reported, the rest still runs
             report["backfill"]["pgsync"] = {"system": "pgsync", "error": str(err)[-2000:]}
     b = report["backfill"]
+    if isinstance(b["flusso"].get("cpu_s"), dict):
+        b["flusso"]["cpu_s_per_1000_docs"] = harness.per_1000(b["flusso"]["cpu_s"], b["flusso"].get("documents", 0))
     report["ratios"] = {
         "flusso_over_raw": round(b["flusso"]["docs_per_s"] / b["raw"]["docs_per_s"], 2),
         "flusso_over_pgsync": (round(b["flusso"]["docs_per_s"] / b["pgsync"]["docs_per_s"], 2)

@@ -32,7 +32,7 @@ from .policy import BatchPolicy, FailurePolicies
 from .refusals import connect_failure, endpoint
 from .registry import Context
 from .reseeds import Reseeds
-from .routing import Routing
+from .routing import Routing, wait_for
 from .sinks import GenerationSink, SeedMarker, Sink
 from .slotidentity import SlotIdentity
 from .slotstate import SlotGuard
@@ -234,10 +234,12 @@ class Engine(Reseeds, SlotIdentity):
         """Follow the slot until the stop event is set; then flush, ack, return."""
         self._capture_stop.clear()
         queue = registry.create("queue", self.config.queue.type, self.context, self._capture_stop)
+        tell = wait_for(self.sink, [i for i, c in self.config.indexes.items() if c.refresh == "wait_for"])
+        tell({i: i for i in self.config.indexes})  # without generations, the index is its name
         if self.generations is not None:
             hashes = {i: self.builder.definition_hash(i) for i in self.config.indexes}
             self.routing = Routing(self.generations, hashes, owner=uuid.uuid4().hex,
-                                   position=self.capture.current_position)
+                                   position=self.capture.current_position, on_refresh=tell)
             self.routing.refresh()
         worker = Worker(self.builder, self.sink, self.batch.max_changes, self.observer,
                         on_truncate=self._on_truncate, on_resync=self._on_resync, in_flight=self.batch.in_flight,

@@ -24,11 +24,12 @@ class BatchPolicy:
     max_changes: int = 1000
     max_delay: float = 0.2
     in_flight: int = 2
+    backfill_connections: int = 2  # a backfill's builds at once, from one shared snapshot
 
     @classmethod
     def from_config(cls, config: BatchConfig) -> BatchPolicy:
         return cls(max_changes=config.max_changes, max_delay=config.max_delay_ms / 1000,
-                   in_flight=config.flushes_in_flight)
+                   in_flight=config.flushes_in_flight, backfill_connections=config.backfill_connections)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from .changes import Position
 from .error import SinkError
@@ -31,7 +31,8 @@ class DefinitionConflict(SinkError):
 
 class Routing:
     def __init__(self, generations: Generations, hashes: dict[str, str], owner: str,
-                 position: Callable[[], Position]) -> None:
+                 position: Callable[[], Position],
+                 on_refresh: Callable[[dict[str, str]], None] | None = None) -> None:
         self.generations = generations
         self.hashes = hashes  # index -> this process's definition hash
         self.owner = owner
@@ -41,6 +42,8 @@ class Routing:
         self._frozen: dict[str, str] = {}  # index -> the serving generation left alone (logged once)
         self._read_at = 0.0
         self._dropped: dict[str, float] = {}  # index -> when a generation left its write set
+        self.serving: dict[str, str] = {}  # index -> its serving generation, when this process writes it
+        self._on_refresh = on_refresh  # told `serving` after every read (the sink's `refresh: wait_for`)
 
     def targets(self, index: str) -> tuple[str, ...]:
         return self._targets.get(index, ())
@@ -66,9 +69,11 @@ class Routing:
                 self._dropped.pop(index, None)
             mine = self.hashes[index]
             names: list[str] = []
+            self.serving.pop(index, None)
             if state.serving is not None:
                 if state.serving_hash == mine:
                     names.append(state.serving)
+                    self.serving[index] = state.serving
                     self._frozen.pop(index, None)
                 elif self._frozen.get(index) != state.serving:
                     self._frozen[index] = state.serving
@@ -96,6 +101,8 @@ class Routing:
             self._targets[index] = new
         if grew:
             self.epoch += 1
+        if self._on_refresh is not None:
+            self._on_refresh(dict(self.serving))
 
     def _handshake(self, index: str, building: Building) -> None:
         """Tell the rebuild that live capture writes its generation from now on."""
@@ -110,3 +117,15 @@ class Routing:
 
         self.generations.update(index, confirm)
         log.info("index %s: live capture writes the generation being built, %s, too", index, building.name)
+
+
+def wait_for(sink: object, indexes: Collection[str]) -> Callable[[dict[str, str]], None]:
+    """The routing's `on_refresh` for the indexes with `refresh: wait_for`: the sink's flushes to
+    their serving generations (never one being built, whose refresh is off) wait until searchable.
+    A sink without refreshes (no `refresh_waits`) is left alone."""
+
+    def tell(serving: dict[str, str]) -> None:
+        if hasattr(sink, "refresh_waits"):
+            sink.refresh_waits = frozenset(serving[i] for i in indexes if i in serving)
+
+    return tell

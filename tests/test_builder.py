@@ -19,6 +19,7 @@ from flusso_engine.changes import Change, doc_id, int_to_lsn, lsn_to_int
 from flusso_engine.config import FlussoConfig, RelationConfig, load_config, parse_config, split_table
 from flusso_engine.documents.mapping import FINGERPRINT
 from flusso_engine.documents.sql import SqlDocumentBuilder
+from flusso_engine.documents.sql.shared import SharedSnapshots
 from flusso_engine.error import SourceError
 
 BOOKSTORE = Path(__file__).resolve().parents[1] / "examples" / "bookstore"
@@ -293,3 +294,58 @@ def test_every_document_carries_the_fingerprint_a_fingerprint_query_computes(boo
     assert builder.key_page("books", None, 2) == ["1", "2"]
     assert builder.key_page("books", "2", 2) == ["3", "4"]
     assert len(set(builder.sample_ids("books", 5))) == 5
+
+
+# --- building from a shared snapshot (a parallel backfill) ------------------------------------------
+
+
+def test_forks_build_from_one_exported_snapshot(bookstore, builder):
+    """Keys read and documents built on two connections, after other commits, still show the rows
+    as the exported snapshot saw them, all versioned by its position."""
+    dsn, _, _ = bookstore
+    snapshots = builder.shared_snapshots()
+    one, two = builder.fork(), builder.fork()
+    try:
+        with snapshots.use() as snapshot:
+            before = builder.build("books", ["2"]).docs["2"]["title"]
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute("UPDATE book SET title = 'After the snapshot' WHERE id = 2")
+                conn.execute("DELETE FROM book WHERE id = 3")
+            keys = one.key_page("books", None, 1000, snapshot=snapshot)
+            first, second = one.build_in(snapshot, "books", ["2", "3"]), two.build_in(snapshot, "books", ["2"])
+        assert "3" in keys and len(keys) == 40, "the page reads the snapshot's keys"
+        assert first.docs["2"]["title"] == second.docs["2"]["title"] == before
+        assert first.docs["3"] is not None, "deleted after the snapshot: still there in it"
+        assert first.position == second.position == snapshot.position
+        assert builder.build("books", ["2", "3"]).docs == {"2": builder.build("books", ["2"]).docs["2"], "3": None}
+        assert builder.build("books", ["2"]).docs["2"]["title"] == "After the snapshot"
+    finally:
+        snapshots.close()
+        one.close()
+        two.close()
+
+
+def test_the_shared_snapshot_is_taken_again_when_old_or_broken(bookstore, builder):
+    dsn, config, catalog = bookstore
+    snapshots = SharedSnapshots(lambda: psycopg.connect(dsn), max_age=0.0)
+    fork = builder.fork()
+    try:
+        with snapshots.use() as first:
+            pass
+        with snapshots.use() as second, snapshots.use() as third:
+            assert first.conn.closed, "replaced and unused: its exporting transaction ended"
+            assert len({first.id, second.id, third.id}) == 3
+            assert not second.conn.closed, "replaced but still in use by a build"
+        assert second.conn.closed and not third.conn.closed and snapshots.taken == 3
+        young = SharedSnapshots(lambda: psycopg.connect(dsn))
+        with young.use() as snapshot:
+            snapshot.conn.close()  # its exporter is gone: importing it fails
+            with pytest.raises(SourceError, match="shared snapshot"):
+                fork.build_in(snapshot, "books", ["1"])
+            young.broken(snapshot)
+        with young.use() as again:
+            assert again.id != snapshot.id and fork.build_in(again, "books", ["1"]).docs["1"] is not None
+        young.close()
+    finally:
+        snapshots.close()
+        fork.close()

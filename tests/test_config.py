@@ -571,3 +571,23 @@ def test_variants_fit_their_relation_types() -> None:
         "indexes.books.relations.publisher.prefix",
         'flattening publisher gives a field "publisher_name", which is a field here too: set another prefix',
     )
+def test_refresh_wait_for_needs_a_refresh_that_comes() -> None:
+    raw = example()
+    raw["indexes"]["books"].update(refresh="wait_for", settings={"index": {"refresh_interval": -1}})
+    problem = only_problem(raw)
+    assert problem.path == "indexes.books.refresh"
+    assert "refresh_interval is -1" in problem.message and problem.message.endswith("or refresh: interval")
+    raw["indexes"]["books"]["settings"] = {"refresh_interval": "5s"}
+    assert parse_config(raw, ENV).indexes["books"].refresh == "wait_for"
+
+
+def test_the_refresh_mode_does_not_change_the_definition() -> None:
+    """Switching an index to `refresh: wait_for` changes when documents are searchable, not what
+    they are: it must not reseed the index."""
+    from flusso_engine.documents.mapping import definition_hash
+
+    raw = example()
+    plain = parse_config(raw, ENV).indexes["books"]
+    raw["indexes"]["books"]["refresh"] = "wait_for"
+    waiting = parse_config(raw, ENV).indexes["books"]
+    assert definition_hash(plain, {}) == definition_hash(waiting, {})

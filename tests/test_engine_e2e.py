@@ -6,15 +6,28 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from flusso_engine.changes import lsn_to_int
-from flusso_engine.config import load_config
+from flusso_engine.config import load_config, read_yaml
 
-from .e2e import Flusso, confirmed, flusso, generate, index_docs, sql, wait_converged, write_config
+from .e2e import (
+    BOOKSTORE,
+    Flusso,
+    confirmed,
+    current_lsn,
+    flusso,
+    generate,
+    index_docs,
+    slot_confirmed,
+    sql,
+    wait_converged,
+    write_config,
+)
 
 
 @pytest.fixture(params=["wal", "polling"])
@@ -132,3 +145,53 @@ def test_status_then_teardown(bookstore, opensearch) -> None:
         assert conn.execute("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'flusso%'").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s",
                             (source.polling_schema,)).fetchone()[0] == 0
+
+
+def test_refresh_wait_for_makes_what_is_acknowledged_searchable(bookstore_db, index_prefix, tmp_path,
+                                                                opensearch) -> None:
+    """With `refresh: wait_for` a flush returns once its documents are searchable, so the slot is
+    never acknowledged past a change a search cannot see yet; the index refreshes only every 5 s, so
+    without it a search right after the ack would miss the change most of the time."""
+    generate(bookstore_db, books=50)
+    books = read_yaml((BOOKSTORE / "flusso.yaml").read_text())["indexes"]["books"]
+    books.update(refresh="wait_for", settings={**books.get("settings", {}), "refresh_interval": "5s"})
+    config = write_config(tmp_path / "flusso.yaml", bookstore_db, index_prefix, indexes={"books": books})
+    loaded = load_config(config)
+    index, slot = next(iter(loaded.indexes)), loaded.source.slot
+    run = Flusso(config)
+    try:
+        run.wait_for("live capture started")
+        wait_converged(opensearch, config)
+        for title, statement in (("Searchable one", "UPDATE book SET title = 'Searchable one' WHERE id = 2"),
+                                 ("Searchable two", "UPDATE book SET title = 'Searchable two' WHERE id = 2")):
+            sql(bookstore_db, statement)
+            commit = current_lsn(bookstore_db)
+            deadline = time.monotonic() + 30
+            while (slot_confirmed(bookstore_db, slot) or 0) < commit:
+                assert time.monotonic() < deadline, "the change was never acknowledged"
+                time.sleep(0.02)
+            hits = opensearch.search(index=index, body={"query": {"ids": {"values": ["2"]}}})["hits"]["hits"]
+            assert [h["_source"]["title"] for h in hits] == [title], "acknowledged, not searchable"
+    finally:
+        run.stop()
+    assert run.proc.returncode == 0, run.output()[-3000:]
+
+
+def test_backfill_builds_key_ranges_on_several_connections_from_one_snapshot(bookstore_db, index_prefix, tmp_path,
+                                                                            opensearch) -> None:
+    """Three connections build ranges of 20 keys at once; every document is there, equal to a fresh
+    build, and carries the one snapshot's position as its version."""
+    generate(bookstore_db, books=200)
+    config = write_config(tmp_path / "flusso.yaml", bookstore_db, index_prefix,
+                          batch={"max_changes": 20, "backfill_connections": 3})
+    index = next(iter(load_config(config).indexes))
+    done = flusso("backfill", "--force", config=config)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "built on 3 connections from 1 shared snapshot(s)" in done.stdout + done.stderr
+    wait_converged(opensearch, config)
+    opensearch.indices.refresh(index=index)
+    hits = opensearch.search(index=index, body={"size": 1000, "version": True, "_source": False})["hits"]["hits"]
+    with psycopg.connect(bookstore_db) as conn:
+        books = conn.execute("SELECT count(*) FROM book").fetchone()[0]
+    assert len(hits) == books
+    assert len({h["_version"] for h in hits}) == 1, "one snapshot, one version"

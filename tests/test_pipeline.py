@@ -17,6 +17,7 @@ from flusso_engine.documents import Built
 from flusso_engine.error import SinkError
 from flusso_engine.observer import BatchStats
 from flusso_engine.pipeline import CaptureThread, Worker, drive
+from flusso_engine.pipeline.batching import IDLE_S, POLL_S, SETTLE_S, GroupCommit
 from flusso_engine.queue.channel import Channel
 from flusso_engine.sinks import FlushReport
 
@@ -242,4 +243,69 @@ def test_a_failing_guard_fails_the_flush_and_nothing_is_acknowledged() -> None:
         w.done(wait=True)
     assert not sink.gates[0].is_set(), "the documents were never sent"
     assert w.observer.flushed == [], "no batch was done, so none can be acknowledged"
+    w.close()
+
+
+# --- group commit: the decision, then drive with it -------------------------------------------------
+
+
+def test_group_commit_hands_over_when_idle_and_gathers_behind_a_flush() -> None:
+    policy = GroupCommit(max_changes=100, max_delay=0.2)
+    idle = {"in_flight": False, "drained": True, "stopping": False}
+    assert policy.hand_over(1, 0.0, **idle), "a quiet stream's change goes at once, not after max_delay"
+    assert not policy.hand_over(0, 1.0, **idle), "nothing gathered, nothing to hand over"
+    assert not policy.hand_over(5, 0.01, in_flight=True, drained=True, stopping=False), \
+        "a flush on the wire: keep gathering"
+    assert not policy.hand_over(5, 0.01, in_flight=False, drained=False, stopping=False), \
+        "changes still arriving (the look filled what it asked for): keep taking them"
+    assert policy.hand_over(5, 0.2, in_flight=True, drained=False, stopping=False), "max_delay stays the bound"
+    assert policy.hand_over(100, 0.0, in_flight=True, drained=False, stopping=False), "a full batch goes"
+    assert policy.hand_over(5, 0.0, in_flight=True, drained=False, stopping=True), "a stopping run drains"
+
+
+def test_group_commit_waits_briefly_only_behind_a_flush() -> None:
+    policy = GroupCommit(max_changes=100, max_delay=0.2)
+    assert policy.wait(0, 0.0, in_flight=False) == IDLE_S
+    assert policy.wait(0, 0.0, in_flight=True) == SETTLE_S, "an idle stream's ack settles within ~50 ms"
+    assert policy.wait(3, 0.0, in_flight=False) == 0.0, "handed over at once: no wait"
+    assert policy.wait(3, 0.0, in_flight=True) == POLL_S, "looks often whether the flush finished"
+    assert policy.wait(3, 0.199, in_flight=True) == pytest.approx(0.001), "never past max_delay"
+    assert policy.wait(3, 0.5, in_flight=True) == 0.0
+
+
+def test_drive_flushes_a_lone_change_at_once_and_gathers_the_rest_behind_its_flush() -> None:
+    sink = GatedSink()
+    w = worker(sink, in_flight=2)
+    stop, capture_stop = threading.Event(), threading.Event()
+    queue = Channel(100, stop=capture_stop)
+    more = threading.Event()
+
+    def source() -> Iterator[Change]:
+        yield from batch(0, 1, position=100)
+        more.wait(10)
+        for i in range(1, 5):
+            yield from batch(i, 1, position=100 + 100 * i)
+        capture_stop.wait(10)
+
+    capture = CaptureThread(source, queue, capture_stop)
+    capture.start()
+    acks: list[int] = []
+    # max_delay 5 s: waiting it out would fail every wait_for below (2 s)
+    driver = threading.Thread(target=drive, args=(w, queue, capture, stop, capture_stop, 100, 5.0, acks.append))
+    driver.start()
+    wait_for(lambda: len(sink.gates) == 1)
+    assert sink.sent == [["0"]], "the lone change was flushed without waiting out max_delay"
+    more.set()
+    wait_for(lambda: len(queue) == 0)
+    threading.Event().wait(0.1)
+    assert len(sink.gates) == 1, "the changes that came while a flush was on the wire are gathered"
+    sink.gates[0].set()
+    wait_for(lambda: len(sink.gates) == 2)
+    assert sink.sent[1] == ["1", "2", "3", "4"], "handed over together once the flush finished"
+    wait_for(lambda: acks == [100])
+    sink.gates[1].set()
+    wait_for(lambda: acks == [100, 500])
+    stop.set()
+    driver.join(5)
+    assert not driver.is_alive()
     w.close()

@@ -221,6 +221,10 @@ class IndexConfig(Strict):
                 raise ValueError(f'"{spec}" is not a plugin name: write module.path:ClassName (e.g. '
                                  "mypackage.plugins:Redact) or the name of a flusso.plugins entry point")
         return v
+    # interval: a flush is acknowledged once OpenSearch has it; its documents are searchable at the
+    # index's next refresh. wait_for: each live flush waits for that refresh (bulk `refresh=wait_for`),
+    # so what is acknowledged is searchable, at the cost of a flush lasting up to a refresh interval.
+    refresh: Literal["interval", "wait_for"] = "interval"
 
     @field_validator("key", mode="before")
     @classmethod
@@ -239,6 +243,18 @@ class IndexConfig(Strict):
     def _node(self) -> IndexConfig:
         """Fields, mapping and relations against each other: once each of them is valid."""
         report(_node_problems(self.fields, self.mapping, self.relations, self.transform))
+        return self
+
+    @model_validator(mode="after")
+    def _refresh_that_comes(self) -> IndexConfig:
+        """A `wait_for` flush waits for the next refresh: with refresh off it would hang."""
+        nested = self.settings.get("index")
+        interval = next((v for v in (self.settings.get("refresh_interval"), self.settings.get("index.refresh_interval"),
+                                     nested.get("refresh_interval") if isinstance(nested, dict) else None)
+                         if v is not None), None)
+        if self.refresh == "wait_for" and str(interval).strip() == "-1":
+            report([(("refresh",), "is wait_for, but settings.refresh_interval is -1, so the refresh a flush waits "
+                                   "for never comes: set refresh_interval (e.g. 1s) or refresh: interval")])
         return self
 
 

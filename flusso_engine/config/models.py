@@ -57,6 +57,8 @@ class BatchConfig(Strict):
     max_delay_ms: int = Field(200, ge=0)
     # bulk requests sent in the background while the next chunk is built; 0 flushes in line
     flushes_in_flight: int = Field(2, ge=0, le=8)
+    # a backfill builds its key ranges on this many connections at once, from one shared snapshot
+    backfill_connections: int = Field(2, ge=1, le=16)
 
 
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")  # Kafka's legal topic names

@@ -120,8 +120,9 @@ def definition_hash(index: IndexConfig, props: dict[str, Any]) -> str:
     fields, relations, mapping, settings) and the resolved properties, which carry the column types.
     Source, sink and slot settings stay out: moving a database must not force a reseed. Defaults
     stay out too, so an option flusso adds later does not reseed every index (a changed default
-    that changes documents bumps `_HASH_FORMAT`)."""
-    config = index.model_dump(mode="json", exclude_defaults=True)
+    that changes documents bumps `_HASH_FORMAT`). `refresh` stays out: it changes when documents
+    are searchable, not what they are."""
+    config = index.model_dump(mode="json", exclude_defaults=True, exclude={"refresh"})
     definition = {"format": _HASH_FORMAT, "index": config, "properties": props}
     text = json.dumps(definition, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()

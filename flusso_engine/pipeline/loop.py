@@ -1,10 +1,11 @@
-"""The loop: a capture thread feeding the bounded queue, and `drive`, which batches, handles and
-acknowledges what is flushed."""
+"""The loop: a capture thread feeding the bounded queue, and `drive`, which gathers changes (group
+commit, `batching.py`), handles them and acknowledges what is flushed."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 
 from ..backoff import Attempts, Backoff, retry
@@ -12,6 +13,7 @@ from ..changes import Change, Position
 from ..error import SourceError
 from ..observer import BatchStats
 from ..queue import Queue
+from .batching import GroupCommit
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -69,14 +71,20 @@ def drive(
     on_batch: Callable[[], None] | None = None,
     on_tick: Callable[[], None] | None = None,
 ) -> None:
-    """The worker's loop: batch, handle, ack what is flushed; on stop, drain what was read, flush,
+    """The worker's loop: gather, handle, ack what is flushed; on stop, drain what was read, flush,
     ack, return.
 
-    A batch is acknowledged once all its flushes (and all earlier ones) have succeeded: while any are
-    in flight the queue is polled briefly, so an idle stream is acknowledged within ~50 ms of its
-    last flush. Raises whatever the capture thread or the worker raised; nothing past the last
-    successful flush is acknowledged then.
+    Changes are gathered by group commit (`batching.GroupCommit`): handed over as soon as the queue
+    is momentarily empty and no flush is in flight, gathered while one is (up to `max_changes`, for
+    at most `max_delay`). A batch is acknowledged once all its flushes (and all earlier ones) have
+    succeeded: while any are in flight the queue is polled briefly, so an idle stream is
+    acknowledged within ~50 ms of its last flush. Raises whatever the capture thread or the worker
+    raised; nothing past the last successful flush is acknowledged then.
+
+    The gathered changes are held here (at most `max_changes` beside the queue's capacity), and
+    `max_delay` counts from when the first of them was taken from the queue.
     """
+    policy = GroupCommit(max_changes, max_delay)
 
     def acknowledge_done() -> None:
         for stats in worker.done():
@@ -85,18 +93,30 @@ def drive(
             if on_batch is not None:
                 on_batch()
 
+    gathered: list[Change] = []
+    since = 0.0
     while True:
         if stop.is_set():
             capture_stop.set()
         if on_tick is not None:
             on_tick()
-        batch = queue.get_batch(max_changes, max_delay, timeout=0.05 if worker.pending else 0.5)
-        if batch:
+        age = time.monotonic() - since if gathered else 0.0
+        wanted = max_changes - len(gathered)
+        got = queue.get_batch(wanted, 0.0, timeout=policy.wait(len(gathered), age, in_flight=worker.pending))
+        if got:
+            if not gathered:
+                since = time.monotonic()
+            gathered.extend(got)
+        if worker.pending:
+            acknowledge_done()  # settles the flushes that finished: the decision below sees them
+        stopping = stop.is_set() or not capture.is_alive()
+        if policy.hand_over(len(gathered), time.monotonic() - since, in_flight=worker.pending,
+                            drained=len(got) < wanted, stopping=stopping):
+            batch, gathered = gathered, []
             handle_retrying(worker, batch, stop)
             acknowledge_done()
             continue
-        if worker.pending:
-            acknowledge_done()
+        if got or gathered or worker.pending:
             continue
         if capture.error is not None:
             raise capture.error

@@ -4,6 +4,7 @@ costs a few milliseconds)."""
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from ...plan import Plan, make_plan
 from .. import Built
 from ..routes import Entry, Route
 from ..visibility import batch_xids, sees
+from .shared import Exported, SharedSnapshots
 from .statements import build_statement, fingerprint_statement, key_page_statement, sample_statement, upward
 
 
@@ -87,6 +89,17 @@ class _Wait:
         return False
 
 
+def _found(docs: dict[DocId, Any], rows: Iterable[Sequence[Any]]) -> dict[DocId, Any]:
+    """`docs` (every id asked, None) filled with the documents the build statement returned."""
+    for *key_texts, doc in rows:
+        if None in key_texts:
+            continue  # a NULL key has no document (validate refuses nullable keys)
+        found = doc_id(key_texts)
+        if found in docs:
+            docs[found] = doc
+    return docs
+
+
 class SqlDocumentBuilder:
     """The DocumentBuilder over PostgreSQL. Keeps one connection of its own (from a DSN, or a function
     that opens one), reconnecting on the next call after it broke; not thread-safe (one pipeline
@@ -133,10 +146,8 @@ class SqlDocumentBuilder:
         """The documents for `ids` (None where the root row is gone) from one REPEATABLE READ snapshot,
         whose WAL position, read first, versions the writes. The snapshot sees every transaction in
         `after` (xids of the batch): see `visibility`."""
-        key = self._config.indexes[index].key
         docs: dict[DocId, Any] = dict.fromkeys(ids)
-        parts = [split_doc_id(i, len(key)) for i in docs]
-        columns = [list(c) for c in zip(*(p for p in parts if len(p) == len(key)), strict=True)]
+        columns = self._columns(index, docs)
         if not columns:  # nothing asked, or no id with as many parts as the key: none can exist
             return Built(docs, 0, 0)
         waited = _Wait(after)
@@ -150,13 +161,47 @@ class SqlDocumentBuilder:
                 self.statements += 1
                 position = lsn_to_int(lsn)
                 break
-        for *key_texts, doc in rows:
-            if None in key_texts:
-                continue  # a NULL key has no document (validate refuses nullable keys)
-            found = doc_id(key_texts)
-            if found in docs:
-                docs[found] = doc
-        return Built(docs, position, queries=2)
+        return Built(_found(docs, rows), position, queries=2)
+
+    # --- building from a shared snapshot (a parallel backfill: `shared.py`) ----------------------------
+
+    def fork(self) -> SqlDocumentBuilder:
+        """Another builder with the same plan and statements and a connection of its own, for
+        another thread."""
+        other = copy.copy(self)
+        other._conn, other.statements, other._fingerprints = None, 0, {}
+        return other
+
+    def shared_snapshots(self) -> SharedSnapshots:
+        """Exported snapshots for `build_in` and `key_page` on any fork (see `shared.py`)."""
+        return SharedSnapshots(self._connect)
+
+    def build_in(self, snapshot: Exported, index: str, ids: Collection[DocId]) -> Built:
+        """`build` from the exported `snapshot` (imported in a short transaction), versioned by its
+        position."""
+        docs: dict[DocId, Any] = dict.fromkeys(ids)
+        columns = self._columns(index, docs)
+        if not columns:
+            return Built(docs, snapshot.position, 0)
+        with self._in(snapshot, "building documents of " + index) as conn:
+            rows = conn.execute(self._statements[index], columns, prepare=True).fetchall()
+        self.statements += 2
+        return Built(_found(docs, rows), snapshot.position, queries=2)
+
+    @contextmanager
+    def _in(self, snapshot: Exported, doing: str) -> Iterator[psycopg.Connection]:
+        with self._session(doing) as conn, conn.transaction():
+            try:
+                conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot.id)))
+            except psycopg.errors.InvalidParameterValue as err:  # its exporter is gone
+                raise SourceError(f"the backfill's shared snapshot {snapshot.id} is gone ({err}): "
+                                  "taking another") from err
+            yield conn
+
+    def _columns(self, index: str, docs: Collection[DocId]) -> list[list[str]]:
+        key = self._config.indexes[index].key
+        parts = [split_doc_id(i, len(key)) for i in docs]
+        return [list(c) for c in zip(*(p for p in parts if len(p) == len(key)), strict=True)]
 
     def fingerprints(self, index: str, ids: Collection[DocId]) -> tuple[dict[DocId, str], Position]:
         """The fingerprint a fresh build of each of `ids` would carry (ids whose root row is gone are
@@ -172,14 +217,15 @@ class SqlDocumentBuilder:
         self.statements += 2
         return {doc_id(r[:-1]): r[-1] for r in rows if None not in r[:-1]}, lsn_to_int(lsn)
 
-    def key_page(self, index: str, after: DocId | None, limit: int) -> list[DocId]:
+    def key_page(self, index: str, after: DocId | None, limit: int, snapshot: Exported | None = None) -> list[DocId]:
         """The next `limit` root ids in key order after `after` (keyset pagination: each page is one
-        short statement, never a long transaction)."""
+        short statement, never a long transaction), from `snapshot` when given."""
         config = self._config.indexes[index]
         statement = key_page_statement(config, self._catalog, after is not None)
         params = [*(split_doc_id(after, len(config.key)) if after is not None else ()), limit]
-        with self._session("reading keys of " + index) as conn:
-            rows = conn.execute(statement, params).fetchall()
+        with (self._in(snapshot, "reading keys of " + index) if snapshot is not None
+              else self._session("reading keys of " + index)) as conn:
+            rows = conn.execute(statement, params, prepare=True).fetchall()
         self.statements += 1
         return [doc_id(r) for r in rows]
 

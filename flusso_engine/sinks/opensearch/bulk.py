@@ -137,15 +137,16 @@ class Bulk(Requests):
 
     config: SinkConfig
 
-    def _send(self, actions: list[Action], report: FlushReport, retries: Retries) -> Outcome:
-        """Bulk-send `actions`, resending items refused with 429/5xx, and classify every outcome."""
+    def _send(self, actions: list[Action], report: FlushReport, retries: Retries, wait_for: bool = False) -> Outcome:
+        """Bulk-send `actions`, resending items refused with 429/5xx, and classify every outcome;
+        with `wait_for`, each request returns once its documents are searchable (`refresh=wait_for`)."""
         outcome = Outcome()
         while actions:
             again: list[Action] = []
             last = ""
             wide: IndexWide | None = None
             for chunk in chunks(actions, self.config.max_bulk_bytes):
-                reply = self._bulk(chunk, report, retries)
+                reply = self._bulk(chunk, report, retries, wait_for)
                 if not reply.get("errors"):
                     for action in chunk:
                         if action.write.doc is None:
@@ -180,12 +181,13 @@ class Bulk(Requests):
             actions = again
         return outcome
 
-    def _bulk(self, chunk: list[Action], report: FlushReport, retries: Retries) -> dict:
+    def _bulk(self, chunk: list[Action], report: FlushReport, retries: Retries, wait_for: bool = False) -> dict:
         body = b"".join(a.body for a in chunk)
+        params = {"filter_path": _BULK_FILTER, **({"refresh": "wait_for"} if wait_for else {})}
         while True:
             report.requests += 1
             try:
-                reply = self.client.bulk(body=body, params={"filter_path": _BULK_FILTER})
+                reply = self.client.bulk(body=body, params=params)
             except TransportError as err:
                 wide = _request_index_wide(err, chunk)
                 if wide is not None and err.status_code != 401:

@@ -71,6 +71,10 @@ class OpenSearchSink(Aliases, Markers, DeadLetters, StateDocuments):
         self._dead_letter_indexes = set()
         self._dead_letter_lock = threading.Lock()
         self._state_ready = False
+        # physical indexes whose flushes wait until their documents are searchable (`refresh: wait_for`,
+        # set by the engine for the serving generations only: one built with refresh_interval -1
+        # would make a waiting request hang)
+        self.refresh_waits: frozenset[str] = frozenset()
         if not config.verify_certs and any(h.startswith("https") for h in config.hosts):
             self._log.warning(
                 "sink.verify_certs is false: the certificate of %s is NOT checked, so anyone on the path can "
@@ -120,7 +124,16 @@ class OpenSearchSink(Aliases, Markers, DeadLetters, StateDocuments):
             return report
         retries = self._retries()
         actions, too_long, report.deleted = encode_writes(writes)
-        outcome = self._send(actions, report, retries)
+        waits = self.refresh_waits
+        waiting = [a for a in actions if a.write.index in waits] if waits else []
+        outcome = self._send([a for a in actions if a.write.index not in waits] if waiting else actions,
+                             report, retries)
+        if waiting:  # sent apart: only these requests wait for the refresh
+            more = self._send(waiting, report, retries, wait_for=True)
+            outcome.written += more.written
+            outcome.deleted += more.deleted
+            outcome.conflicts += more.conflicts
+            outcome.rejected += more.rejected
         report.written, report.conflicts = outcome.written, outcome.conflicts
         report.deleted += outcome.deleted
         if too_long or outcome.rejected:

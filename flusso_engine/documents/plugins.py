@@ -108,7 +108,17 @@ class PluginBuilder:
         return getattr(self._builder, name)
 
     def build(self, index: str, ids: Collection[DocId], after: Collection[int] = ()) -> Built:
-        built = self._builder.build(index, ids, after)
+        return self._apply(index, self._builder.build(index, ids, after))
+
+    # a builder whose forks share one snapshot (a parallel backfill, `backfill.py`): the forks and
+    # their builds go through the plugins too
+    def fork(self) -> PluginBuilder:
+        return PluginBuilder(self._builder.fork(), self._plugins)  # type: ignore[attr-defined]
+
+    def build_in(self, snapshot: Any, index: str, ids: Collection[DocId]) -> Built:
+        return self._apply(index, self._builder.build_in(snapshot, index, ids))  # type: ignore[attr-defined]
+
+    def _apply(self, index: str, built: Built) -> Built:
         plugins = self._plugins.get(index)
         if not plugins or not built.docs:
             return built
@@ -122,7 +132,6 @@ class PluginBuilder:
                 doc = {FINGERPRINT: built_doc[FINGERPRINT], **{k: v for k, v in doc.items() if k != FINGERPRINT}}
             docs[doc_id] = doc
         return Built(docs=docs, position=built.position, queries=built.queries)
-
 
 def _run(spec: str, plugin: Any, index: str, keys: list[DocId], values: list[Any]) -> list[Any]:
     """One plugin over one chunk: `transform_batch` once, or `transform` per document still present."""

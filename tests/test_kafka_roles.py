@@ -12,6 +12,7 @@ import time
 
 import psycopg
 import pytest
+import yaml
 
 from flusso_engine.config import load_config
 
@@ -215,3 +216,38 @@ def test_a_killed_capture_restarts_from_the_slot_and_everything_converges(
             run.stop()
     for run in running[1:]:
         assert run.proc.returncode == 0, run.output()[-3000:]
+
+
+def test_a_polling_capture_role_feeds_workers_through_kafka(kafka_bookstore, opensearch, topic) -> None:  # noqa: F811
+    """capture: polling behind the capture role: its commit markers (only a poll's last carries the
+    poll's position) reach Kafka's whole-transaction acknowledgement, and two workers converge."""
+    dsn, config = kafka_bookstore
+    raw = yaml.safe_load(config.read_text())
+    raw["source"].pop("publication")
+    raw["source"].update(capture="polling", poll_interval_ms=100)
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    capture = Flusso(config, "--role", "capture")
+    running = [capture]
+    try:
+        capture.wait_for("live capture started")
+        wait_converged(opensearch, config)
+        running += [Flusso(config, "--role", "worker") for _ in range(2)]
+        for worker in running[1:]:
+            worker.wait_for(f"of {topic} assigned", timeout=90)
+        sql(dsn, *CHANGES)
+        docs = wait_converged(opensearch, config, timeout=90)
+        assert "3" not in docs and docs["2"]["title"] == "Renamed" and "100002" in docs
+        deadline = time.monotonic() + 30
+        while pending_rows(dsn) > 0:  # the cursor moved past every change: acknowledged through Kafka
+            assert time.monotonic() < deadline, "the change log was not acknowledged through Kafka"
+            time.sleep(0.3)
+    finally:
+        for run in running:
+            run.stop()
+    assert all(r.proc.returncode == 0 for r in running), [r.output()[-2000:] for r in running]
+
+
+def pending_rows(dsn: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute("SELECT count(*) FROM flusso.changes c JOIN flusso.cursors k USING (slot) "
+                            "WHERE NOT pg_visible_in_snapshot(c.xid, k.snapshot)").fetchone()[0]

@@ -344,3 +344,36 @@ def test_prepare_is_idempotent_and_a_trigger_recording_other_columns_reseeds(boo
                                "AND tgrelid = 'review'::regclass", (f"flusso_{source.slot}",)).fetchone()
     assert "book_id" in args
     wait_converged(opensearch, config)
+
+
+def test_a_dropped_change_log_stops_the_engine_and_a_restart_reinstalls_and_reseeds(bookstore, opensearch) -> None:
+    """A DBA drops flusso's schema under a running engine: the poll fails, nothing more is
+    acknowledged, the message says to start again; the restart reinstalls and rebuilds every index."""
+    dsn, config = bookstore
+    schema = load_config(config).source.polling_schema
+    run = Flusso(config)
+    run.wait_for("live capture started")
+    wait_converged(opensearch, config)
+    sql(dsn, f"DROP SCHEMA {schema} CASCADE", "UPDATE book SET title = 'while the log was gone' WHERE id = 8")
+    assert run.wait(60) == 2, run.output()[-3000:]
+    assert "nothing after the last flush was acknowledged" in run.output()
+    restarted = Flusso(config)
+    try:
+        restarted.wait_for("live capture started")
+        assert "installed capture: polling" in restarted.output()
+        assert wait_converged(opensearch, config)["8"]["title"] == "while the log was gone"
+    finally:
+        restarted.stop()
+
+
+def test_a_column_the_config_reads_renamed_under_capture_stops_naming_the_fix(bookstore, opensearch) -> None:
+    dsn, config = bookstore
+    run = Flusso(config)
+    run.wait_for("live capture started")
+    wait_converged(opensearch, config)
+    sql(dsn, "ALTER TABLE review RENAME COLUMN book_id TO the_book",
+        "UPDATE review SET body = 'after the rename' WHERE id = 1")  # writers are not broken
+    assert run.wait(60) == 2, run.output()[-3000:]
+    out = run.output()
+    assert "fix flusso.yaml or the table, then start `flusso run` again" in out, out[-3000:]
+    assert "book_id" in out

@@ -12,14 +12,13 @@ from psycopg import sql
 
 from ..slots import Backlog, Reason, SlotHealth, SlotInfo
 from .install import Install
+from .stream import LOCK_CLASS
 
 STOPPED_BACKLOG_S = 300.0  # unacknowledged rows this old, with no poller: flusso is not running
 
 
 def read_info(conn: psycopg.Connection, install: Install) -> SlotInfo | None:
     """The cursor as a `SlotInfo` (`plugin` "polling"), None before the first `prepare`."""
-    from .stream import LOCK_CLASS
-
     cursor = install.cursor(conn)
     if cursor is None:
         return None

@@ -309,3 +309,52 @@ def test_drive_flushes_a_lone_change_at_once_and_gathers_the_rest_behind_its_flu
     driver.join(5)
     assert not driver.is_alive()
     w.close()
+
+
+class CountingChannel(Channel):
+    """A channel that counts the `get_batch` calls that returned changes (a durable queue remembers
+    each such read's offsets until it is told the batch holding it was flushed)."""
+
+    reads = 0
+
+    def get_batch(self, max_items: int, max_delay: float, timeout: float | None = None) -> list[Change]:
+        got = super().get_batch(max_items, max_delay, timeout)
+        self.reads += bool(got)
+        return got
+
+
+def test_drive_reports_every_read_that_a_flushed_batch_gathered() -> None:
+    sink = GatedSink()
+    w = worker(sink, in_flight=2)
+    stop, capture_stop = threading.Event(), threading.Event()
+    queue = CountingChannel(100, stop=capture_stop)
+    more, paced = threading.Event(), threading.Event()
+
+    def source() -> Iterator[Change]:
+        yield from batch(0, 1, position=100)
+        more.wait(10)
+        for i in range(1, 5):  # one at a time: the worker reads them in several calls behind the flush
+            yield from batch(i, 1, position=100 + 100 * i)
+            paced.wait(0.05)
+        capture_stop.wait(10)
+
+    capture = CaptureThread(source, queue, capture_stop)
+    capture.start()
+    reads: list[int] = []
+    driver = threading.Thread(target=drive, args=(w, queue, capture, stop, capture_stop, 100, 5.0, None),
+                              kwargs={"on_batch": reads.append})
+    driver.start()
+    wait_for(lambda: len(sink.gates) == 1)
+    more.set()
+    wait_for(lambda: len(queue) == 0 and queue.reads >= 3)
+    threading.Event().wait(0.3)
+    sink.gates[0].set()
+    wait_for(lambda: len(sink.gates) == 2)
+    sink.gates[1].set()
+    wait_for(lambda: len(reads) == 2)
+    assert reads[0] == 1 and reads[1] > 1, reads
+    assert sum(reads) == queue.reads, "each read is reported once its batch is flushed, none is left behind"
+    stop.set()
+    driver.join(5)
+    assert not driver.is_alive()
+    w.close()

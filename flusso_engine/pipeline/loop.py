@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 
 from ..backoff import Attempts, Backoff, retry
@@ -68,7 +69,7 @@ def drive(
     max_changes: int,
     max_delay: float,
     ack: Callable[[Position], None] | None,
-    on_batch: Callable[[], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
     on_tick: Callable[[], None] | None = None,
 ) -> None:
     """The worker's loop: gather, handle, ack what is flushed; on stop, drain what was read, flush,
@@ -83,6 +84,9 @@ def drive(
 
     The gathered changes are held here (at most `max_changes` beside the queue's capacity), and
     `max_delay` counts from when the first of them was taken from the queue.
+
+    `on_batch(n)` is called once per batch flushed, with the number of `get_batch` calls that
+    gathered it (a durable queue commits those reads' offsets then).
     """
     policy = GroupCommit(max_changes, max_delay)
 
@@ -91,9 +95,11 @@ def drive(
             if ack is not None and stats.ack is not None:
                 ack(stats.ack)
             if on_batch is not None:
-                on_batch()
+                on_batch(reads.popleft())
 
     gathered: list[Change] = []
+    reads: deque[int] = deque()  # per batch handed over and not yet done: the get_batch calls it took
+    gets = 0
     since = 0.0
     while True:
         if stop.is_set():
@@ -107,12 +113,15 @@ def drive(
             if not gathered:
                 since = time.monotonic()
             gathered.extend(got)
+            gets += 1
         if worker.pending:
             acknowledge_done()  # settles the flushes that finished: the decision below sees them
         stopping = stop.is_set() or not capture.is_alive()
         if policy.hand_over(len(gathered), time.monotonic() - since, in_flight=worker.pending,
                             drained=len(got) < wanted, stopping=stopping):
             batch, gathered = gathered, []
+            reads.append(gets)
+            gets = 0
             handle_retrying(worker, batch, stop)
             acknowledge_done()
             continue

@@ -6,7 +6,8 @@ channel's in-band acknowledgement, which `drive` and the engine look for on any 
 
 - `confirmed()`: the slot may be acknowledged up to this position, the end of the last
   transaction Kafka holds whole (commit markers stay on the capture's side);
-- `batch_done()`: the oldest batch handed out is flushed; its offsets are committed.
+- `batch_done(reads)`: the oldest batch handed out, gathered by `reads` `get_batch` calls, is
+  flushed; their offsets are committed.
 
 The message format is `codec.py`; the topic is created with `queue.partitions` if missing (`topic.py`).
 """
@@ -54,9 +55,9 @@ class KafkaQueue:
     def confirmed(self) -> Position:
         return self.producer.confirmed() if self.producer is not None else 0
 
-    def batch_done(self) -> None:
+    def batch_done(self, reads: int = 1) -> None:
         if self.consumer is not None:
-            self.consumer.batch_done()
+            self.consumer.batch_done(reads)
 
     def close(self, timeout: float = 10.0) -> None:
         """Deliver what the producer holds (up to `timeout`), leave the consumer group."""

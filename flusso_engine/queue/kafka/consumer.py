@@ -125,11 +125,15 @@ class ChangeConsumer:
         self.consumed += len(batch)
         return batch
 
-    def batch_done(self) -> None:
-        """The oldest handed-out batch is flushed (with every earlier one): commit its offsets."""
-        if not self._pending:
+    def batch_done(self, reads: int = 1) -> None:
+        """The oldest batch handed out is flushed (with every earlier one): commit the offsets of the
+        `reads` oldest `get_batch` calls, which gathered it (group commit joins several)."""
+        offsets: dict[int, int] = {}
+        for _ in range(min(reads, len(self._pending))):
+            for partition, offset in self._pending.popleft().items():
+                offsets[partition] = max(offsets.get(partition, 0), offset)
+        if not offsets:
             return
-        offsets = self._pending.popleft()
         mine = [TopicPartition(self.topic, p, o) for p, o in sorted(offsets.items()) if p in self._assigned]
         if not mine:
             return

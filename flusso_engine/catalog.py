@@ -35,6 +35,7 @@ class Table:
     primary_key: list[str]
     unique_keys: list[list[str]]  # each unique index (incl. the primary key) whose columns are all plain
     replica_identity: str  # d(efault), f(ull), n(othing), i(ndex)
+    kind: str = "table"  # or "view", "materialized view": read by builds, never captured (`Catalog.views`)
 
     @property
     def qualified(self) -> str:
@@ -48,13 +49,16 @@ class Table:
 @dataclass
 class Catalog:
     tables: dict[str, Table] = field(default_factory=dict)  # by qualified name
+    views: dict[str, Table] = field(default_factory=dict)  # views and materialized views, by qualified name
 
     def get(self, name: str) -> Table | None:
-        return self.tables.get(".".join(split_table(name)))
+        """A table or a view: what builds and validation read (capture iterates `tables` alone)."""
+        qualified = ".".join(split_table(name))
+        return self.tables.get(qualified) or self.views.get(qualified)
 
 
 _QUERY = """
-SELECT n.nspname, c.relname, c.relreplident, a.attname,
+SELECT n.nspname, c.relname, c.relreplident, c.relkind, a.attname,
        format_type(a.atttypid, a.atttypmod), a.atttypid, a.attnotnull,
        t.typcategory, et.typname, et.typcategory, t.typname, coalesce(coll.collisdeterministic, true),
        a.attgenerated <> '',
@@ -71,19 +75,23 @@ JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdroppe
 JOIN pg_type t ON t.oid = a.atttypid
 LEFT JOIN pg_type et ON et.oid = t.typelem AND t.typcategory = 'A'
 LEFT JOIN pg_collation coll ON coll.oid = a.attcollation
-WHERE c.relkind IN ('r', 'p') AND (n.nspname || '.' || c.relname) = ANY(%s)
+WHERE c.relkind IN ('r', 'p', 'v', 'm') AND (n.nspname || '.' || c.relname) = ANY(%s)
 ORDER BY n.nspname, c.relname, a.attnum
 """
 
 
+_KINDS = {"v": "view", "m": "materialized view"}
+
+
 def read_catalog(conn: psycopg.Connection, tables: Iterable[str]) -> Catalog:
-    """Describe the given tables (qualified names); a table that does not exist is simply absent."""
+    """Describe the given tables and views (qualified names); one that does not exist is simply absent."""
     names = [".".join(split_table(t)) for t in tables]
     rows = conn.execute(_QUERY, (names,)).fetchall()
     catalog = Catalog()
     by_table: dict[tuple[str, str], dict] = {}
-    for (schema, rel, ident, col, fmt, oid, notnull, cat, elem, elemcat, typname, determ, gen, indexes) in rows:
-        entry = by_table.setdefault((schema, rel), {"ident": ident, "columns": {}, "indexes": indexes or []})
+    for (schema, rel, ident, kind, col, fmt, oid, notnull, cat, elem, elemcat, typname, determ, gen, indexes) in rows:
+        entry = by_table.setdefault((schema, rel), {"ident": ident, "kind": kind, "columns": {},
+                                                    "indexes": indexes or []})
         entry["columns"][col] = Column(
             name=col,
             type_name=fmt,
@@ -103,12 +111,14 @@ def read_catalog(conn: psycopg.Connection, tables: Iterable[str]) -> Catalog:
             uniques.append(cols)
             if is_primary:
                 primary = cols
-        catalog.tables[f"{schema}.{rel}"] = Table(
+        kind = _KINDS.get(entry["kind"], "table")
+        (catalog.tables if kind == "table" else catalog.views)[f"{schema}.{rel}"] = Table(
             schema=schema,
             name=rel,
             columns=entry["columns"],
             primary_key=primary,
             unique_keys=uniques,
             replica_identity=entry["ident"],
+            kind=kind,
         )
     return catalog

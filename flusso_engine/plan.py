@@ -45,10 +45,14 @@ class IndexPlan:
 
     @property
     def tables(self) -> frozenset[str]:
-        """Every table the index reads: its root, its relations' tables and their join tables."""
+        """Every table the index reads and capture captures: its root, its relations' tables and
+        their join tables, a view's base tables in the view's place (`documents/views.py`)."""
         out = set()
         for node, _ in self.tree.walk():
-            out.add(node.table)
+            if node.depends_on:
+                out.update(d.table for d in node.depends_on)
+            else:
+                out.add(node.table)
             if node.through is not None:
                 out.add(node.through.table)
         return frozenset(out)

@@ -99,7 +99,7 @@ class Reseeds:
     def _missed(self: Engine, repairs: Repairs) -> dict[str, list[str]]:
         """Per index, why changes to it may have been missed while the slot existed."""
         publication = self.config.source.publication
-        current = self.capture.table_fingerprints(self.config.tables())
+        current = self.capture.table_fingerprints(self.config.captured_tables())
         out: dict[str, list[str]] = {}
         for index in self.config.indexes:
             tables = self.index_tables(index)

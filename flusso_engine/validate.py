@@ -21,6 +21,7 @@ from .config import FlussoConfig
 from .documents.checks import access_problems, read_access, schema_problems
 from .documents.field_checks import expression_problems, path_problems
 from .documents.plugins import problems as plugin_problems
+from .documents.view_checks import view_problems
 from .error import ConfigError, Problem
 
 
@@ -48,6 +49,7 @@ def validate(config: FlussoConfig, conn: psycopg.Connection, catalog: Catalog | 
     access = read_access(conn, catalog)
     report = ValidationReport()
     report.problems += schema_problems(config, catalog, access.relations)
+    report.problems += view_problems(config, catalog, access.relations)
     report.problems += path_problems(config, catalog)
     report.problems += expression_problems(config, conn, catalog)
     found = capture_checks(config.source.capture)(config, conn, catalog)

@@ -17,6 +17,7 @@ from .base import Loc, Strict, one_or_many, report
 from .fields import Fields, PathField, SqlField, TransformConfig, transform_problems
 from .messages import did_you_mean, show, suggest
 from .names import DEAD_LETTER_SUFFIX, OBJECT_RELATIONS, RELATION_TYPES
+from .views import Dependencies, dependency_list
 
 # Field types of OpenSearch 2.19 (core and the bundled plugins: k-NN, neural, mapper-*).
 OPENSEARCH_FIELD_TYPES = frozenset(
@@ -131,7 +132,13 @@ class RelationConfig(Strict):
     prefix: str | None = None
     transform: TransformConfig | None = None
     where: Condition | None = None
+    depends_on: Dependencies = Field(default_factory=list)  # config/views.py: the table is a view
     relations: dict[str, RelationConfig] = Field(default_factory=dict)
+
+    @field_validator("depends_on", mode="before")
+    @classmethod
+    def _dependencies(cls, v: Any) -> Any:
+        return dependency_list(v)
 
     @field_validator("key", "order_by", mode="before")
     @classmethod
@@ -210,8 +217,14 @@ class IndexConfig(Strict):
     settings: dict[str, Any] = Field(default_factory=dict)
     transform: TransformConfig | None = None
     where: Condition | None = None
+    depends_on: Dependencies = Field(default_factory=list)  # config/views.py: the table is a view
     relations: dict[str, RelationConfig] = Field(default_factory=dict)
     plugins: list[str] = Field(default_factory=list)  # documents/plugins.py: module.path:Class or an entry point
+
+    @field_validator("depends_on", mode="before")
+    @classmethod
+    def _dependencies(cls, v: Any) -> Any:
+        return dependency_list(v)
 
     @field_validator("plugins")
     @classmethod

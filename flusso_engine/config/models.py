@@ -197,12 +197,28 @@ class FlussoConfig(Strict):
         return v
 
     def tables(self) -> list[str]:
-        """Every table on every index's relation tree, qualified, in first-seen order."""
+        """Every table and view on every index's relation tree, and the views' base tables
+        (`depends_on`), qualified, in first-seen order: what the catalog describes."""
         seen: dict[str, None] = {}
         for index in self.indexes.values():
             seen[qualify(index.table)] = None
+            seen.update(dict.fromkeys(qualify(d.table) for d in index.depends_on))
             for _, rel in walk_relations(index.relations):
                 if rel.through is not None:
                     seen[qualify(rel.through.table)] = None
                 seen[qualify(rel.table)] = None
+                seen.update(dict.fromkeys(qualify(d.table) for d in rel.depends_on))
         return list(seen)
+
+    def views(self) -> set[str]:
+        """The tables read as views: those with `depends_on` (validation checks they are views)."""
+        out = {qualify(i.table) for i in self.indexes.values() if i.depends_on}
+        for index in self.indexes.values():
+            out.update(qualify(r.table) for _, r in walk_relations(index.relations) if r.depends_on)
+        return out
+
+    def captured_tables(self) -> list[str]:
+        """The tables whose changes capture reads: `tables()` without the views, whose base tables
+        are captured instead."""
+        views = self.views()
+        return [t for t in self.tables() if t not in views]

@@ -91,10 +91,14 @@ def first_paths(config: FlussoConfig) -> dict[str, str]:
     paths: dict[str, str] = {}
     for index_name, index in config.indexes.items():
         paths.setdefault(qualify(index.table), f"{relation_path(index_name)}.table")
+        for i, dep in enumerate(index.depends_on):
+            paths.setdefault(qualify(dep.table), f"{relation_path(index_name)}.depends_on[{i}].table")
     for edge in edges(config):
         if edge.through is not None:
             paths.setdefault(edge.through, f"{edge.path}.through.table")
         paths.setdefault(edge.table, f"{edge.path}.table")
+        for i, dep in enumerate(edge.relation.depends_on):
+            paths.setdefault(qualify(dep.table), f"{edge.path}.depends_on[{i}].table")
     return paths
 
 
@@ -116,7 +120,7 @@ def schema_problems(config: FlussoConfig, catalog: Catalog, relations: Mapping[s
         problems += _columns(table, f"{base}.key", index.key)
         problems += _field_columns(table, base, index.fields)
         if not _missing(table, index.key):
-            if not table.is_unique(index.key):
+            if table.kind == "table" and not table.is_unique(index.key):  # a view's key is its author's word
                 problems.append(Problem(f"{base}.key", _not_unique(table, index.key)))
             problems += _key_problems(table, f"{base}.key", index.key)
     for edge in edges(config):
@@ -162,7 +166,12 @@ def _edge_problems(edge: Edge, catalog: Catalog, relations: Mapping[str, str]) -
     problems += _field_columns(child, base, rel.fields)
     problems += _columns(child, f"{base}.order_by", rel.order_by)
     problems += _columns(child, f"{base}.key", rel.key or [])
-    if rel.is_array and not rel.key and not child.primary_key:
+    if rel.is_array and not rel.key and child.kind != "table":
+        problems.append(Problem(f"{base}.key", (
+            f"{child.qualified} is a {child.kind}, which has no primary key to order and identify {_last(base)} "
+            "by: add key: [the view columns that identify one of its rows]"
+        )))
+    elif rel.is_array and not rel.key and not child.primary_key:
         problems.append(
             Problem(
                 f"{base}.key",
@@ -173,7 +182,7 @@ def _edge_problems(edge: Edge, catalog: Catalog, relations: Mapping[str, str]) -
         )
     if not rel.is_array and rel.on and not _missing(child, rel.on.values()):
         target = list(rel.on.values())
-        if not child.is_unique(target) and not (rel.key and set(rel.key) <= set(target)):
+        if child.kind == "table" and not child.is_unique(target) and not (rel.key and set(rel.key) <= set(target)):
             problems.append(
                 Problem(
                     f"{base}.on",
@@ -286,7 +295,8 @@ def _key_problems(table: Table, path: str, key: list[str]) -> list[Problem]:
                     f"id ({reason}): {KEY_FIX}",
                 )
             )
-    nullable = [c for c in key if not table.columns[c].not_null]
+    # a view's columns never say NOT NULL: a view row with a NULL key simply has no document
+    nullable = [c for c in key if not table.columns[c].not_null] if table.kind == "table" else []
     if nullable:
         columns = ", ".join(f"ALTER COLUMN {sql_name(c)} SET NOT NULL" for c in nullable)
         problems.append(
@@ -349,7 +359,7 @@ _READABLE = """
 SELECT n.nspname || '.' || c.relname,
        has_table_privilege(c.oid, 'SELECT') AND has_schema_privilege(n.oid, 'USAGE')
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p') AND n.nspname || '.' || c.relname = ANY(%s)
+WHERE c.relkind IN ('r', 'p', 'v', 'm') AND n.nspname || '.' || c.relname = ANY(%s)
 """
 _RELATIONS = """
 SELECT n.nspname || '.' || c.relname, CASE WHEN c.relkind IN ('r', 'p') THEN 'table' ELSE 'view' END
@@ -364,7 +374,7 @@ def read_access(conn: psycopg.Connection, catalog: Catalog) -> Access:
     """The role, its SELECT/USAGE on the config's existing tables, and every table and view (read-only)."""
     row = conn.execute(_ROLE).fetchone()
     assert row is not None  # current_user is always a role
-    readable = dict(conn.execute(_READABLE, (list(catalog.tables),)).fetchall())
+    readable = dict(conn.execute(_READABLE, ([*catalog.tables, *catalog.views],)).fetchall())
     relations = dict(conn.execute(_RELATIONS).fetchall())
     return Access(user=row[0], superuser=row[1], readable=readable, relations=relations)
 

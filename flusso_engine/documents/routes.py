@@ -25,11 +25,13 @@ class Entry:
     path: tuple[Node, ...] = ()
     columns: tuple[str, ...] = ()
     through: Node | None = None
+    literal: bool = False  # the values are the root key's, only cast to print as it (a view's base table)
 
     @property
     def key(self) -> tuple[Any, ...]:
         """The entry's identity: changes entering at one entry share one query."""
-        return (self.index, self.path[-1].path if self.path else None, self.columns, self.through is not None)
+        return (self.index, self.path[-1].path if self.path else None, self.columns, self.through is not None,
+                self.literal)
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ def index_routes(name: str, index: IndexConfig, catalog: Catalog, tree: Node | N
     """
     tree = tree or index_tree(index, catalog)
     by_key = Entry(name)
-    routes = [Route(tree.table, tuple(index.key), by_key)]
+    routes = [] if tree.depends_on else [Route(tree.table, tuple(index.key), by_key)]
 
     def at_parent(ancestors: tuple[Node, ...], node: Node, table: str, columns: tuple[str, ...]) -> None:
         """`columns` of `table` pair with `node.parent_columns` of the parent (`ancestors[-1]`)."""
@@ -76,7 +78,29 @@ def index_routes(name: str, index: IndexConfig, catalog: Catalog, tree: Node | N
         else:
             routes.append(Route(table, columns, Entry(name, ancestors, node.parent_columns)))
 
+    def of_view(node: Node, ancestors: tuple[Node, ...]) -> None:
+        """A view's base tables instead of the view (`views.py`: onto the key the tree needs, else
+        through the view's current rows)."""
+        for dep in node.depends_on:
+            direct = dep.onto(node.child_columns if ancestors else index.key)
+            if direct is None:
+                routes.append(Route(dep.table, dep.base_columns, Entry(name, (*ancestors, node), dep.view_columns)))
+            elif not ancestors:
+                pairs = dict(zip(index.key, direct, strict=True))
+                exact = _prints_as_key(catalog, tree.table, dep.table, pairs)
+                routes.append(Route(dep.table, direct, by_key if exact else Entry(name, (tree,), tuple(index.key),
+                                                                                   literal=True)))
+            elif node.through is None:
+                at_parent(ancestors, node, dep.table, direct)
+            else:
+                routes.append(Route(dep.table, direct, Entry(name, ancestors, node.through.child_side, node)))
+
     for node, ancestors in tree.walk():
+        if node.depends_on:
+            of_view(node, ancestors)
+            if node.through is not None:  # the join table is a table: its own changes enter as ever
+                at_parent(ancestors, node, node.through.table, node.through.parent_side)
+            continue
         if not ancestors:
             continue
         if node.through is None:

@@ -15,6 +15,7 @@ from typing import Any
 from ..catalog import Catalog
 from ..config import IndexConfig, RelationConfig, qualify
 from ..config.fields import PathField, SqlField, TransformConfig, field_column
+from .views import Dependency, dependencies
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Node:
     transform: TransformConfig | None = None
     where: str | None = None
     expression_columns: tuple[str, ...] = ()
+    depends_on: tuple[Dependency, ...] = ()  # the table is a view: its base tables (`views.py`)
 
     @property
     def name(self) -> str:
@@ -145,6 +147,7 @@ def _relation_node(path: tuple[str, ...], rel: RelationConfig, catalog: Catalog)
         transform=rel.transform,
         where=rel.where,
         expression_columns=named_columns(_expressions(rel.fields, rel.where), qualify(rel.table), catalog),
+        depends_on=dependencies(rel.depends_on),
     )
 
 
@@ -163,4 +166,5 @@ def index_tree(index: IndexConfig, catalog: Catalog) -> Node:
         transform=index.transform,
         where=index.where,
         expression_columns=named_columns(_expressions(index.fields, index.where), qualify(index.table), catalog),
+        depends_on=dependencies(index.depends_on),
     )

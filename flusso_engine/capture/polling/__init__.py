@@ -12,7 +12,7 @@ __all__ = ["PollingCapture", "create", "recorded_columns"]
 def create(context: Any) -> PollingCapture:
     """The capture registry's factory for `source.capture: polling`."""
     source = context.config.source
-    tables = list(dict.fromkeys(context.config.tables()))
+    tables = list(dict.fromkeys(context.config.captured_tables()))
     return PollingCapture(
         context.dsn,
         slot=source.slot,

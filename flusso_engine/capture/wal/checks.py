@@ -244,7 +244,7 @@ def _judge_publication(
 ) -> None:
     """`run` creates the publication or adds the missing tables: note it, or say what it lacks to."""
     name, pub = config.source.publication, server.publication
-    tables = [t for t in config.tables() if t in catalog.tables]
+    tables = [t for t in config.captured_tables() if t in catalog.tables]
     if pub is not None:
         lacking = [a for a in _ACTIONS if a not in pub.actions]
         if lacking:

@@ -62,6 +62,8 @@ def expectations(plan: Plan, catalog: Catalog) -> dict[str, Expected]:
         tree = index.tree
         use(tree.table, index.key)
         for node, _ in tree.walk():
+            for dep in node.depends_on:  # a view: its base tables send the changes
+                use(dep.table, dep.base_columns)
             use(node.table, [*node.field_columns, *node.child_columns, *node.order])
             for child in node.children:
                 use(node.table, child.parent_columns)
@@ -71,9 +73,9 @@ def expectations(plan: Plan, catalog: Catalog) -> dict[str, Expected]:
     full = plan.full_identity
     out = {}
     for table, columns in used.items():
-        found = catalog.get(table)
+        found = catalog.tables.get(table)
         if found is None:
-            continue  # validation's to report
+            continue  # a view (never in a Relation message), or validation's to report
         present = {c: found.columns[c] for c in sorted(columns) if c in found.columns}
         out[found.qualified] = Expected(
             table=found.qualified,

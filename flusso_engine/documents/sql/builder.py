@@ -24,7 +24,14 @@ from .. import Built
 from ..routes import Entry, Route
 from ..visibility import batch_xids, sees
 from .shared import Exported, SharedSnapshots
-from .statements import build_statement, fingerprint_statement, key_page_statement, sample_statement, upward
+from .statements import (
+    build_statement,
+    fingerprint_statement,
+    key_page_statement,
+    literal_ids,
+    sample_statement,
+    upward,
+)
 
 
 def _text(value: Any) -> str:
@@ -133,7 +140,8 @@ class SqlDocumentBuilder:
             for route in p.routes:
                 self._routes.setdefault(route.table, []).append(route)
                 if route.entry.path and route.entry.key not in self._queries:
-                    self._queries[route.entry.key] = upward(p.config, catalog, route.entry)
+                    query = literal_ids if route.entry.literal else upward
+                    self._queries[route.entry.key] = query(p.config, catalog, route.entry)
         self.statements = 0
 
     def mapping(self, index: str) -> dict:

@@ -295,3 +295,17 @@ def upward(index: IndexConfig, catalog: Catalog, entry: Entry) -> sql.Composed:
     return sql.SQL("SELECT DISTINCT {} FROM {} WHERE {}").format(
         key_columns_text(_ROOT, index.key), source, _matches(catalog, table, alias, entry.columns)
     )
+
+
+def literal_ids(index: IndexConfig, catalog: Catalog, entry: Entry) -> sql.Composed:
+    """The root key texts of the values given (a view's base-table columns mapped onto its key),
+    cast to the key's types so that they print as the key does: the view is not read, so a row
+    that left it is still found (`documents/views.py`)."""
+    table = entry.path[0].table
+    arrays = [sql.SQL("{}::text[]::{}[]").format(sql.Placeholder(), _column_type(catalog, table, k)) for k in index.key]
+    return sql.SQL("SELECT DISTINCT {} FROM unnest({}) AS {}({})").format(
+        key_columns_text(_ROOT, index.key),
+        sql.SQL(", ").join(arrays),
+        sql.Identifier(_ROOT),
+        sql.SQL(", ").join(sql.Identifier(k) for k in index.key),
+    )

@@ -216,12 +216,13 @@ def test_table_in_another_schema_is_suggested(db: str) -> None:
     ]
 
 
-def test_view_is_not_a_table(db: str) -> None:
+def test_view_without_depends_on_says_how_to_add_it(db: str) -> None:
     execute(db, "CREATE VIEW book_view AS SELECT * FROM book")
     report = run_validate(db, config_for(db, lambda raw: raw["indexes"]["books"].update(table="book_view")))
     (problem,) = report.problems
-    assert problem.path == "indexes.books.table"
-    assert problem.message.startswith("public.book_view is a view, not a table")
+    assert problem.path == "indexes.books.depends_on"
+    assert problem.message.startswith("public.book_view is a view: its rows change only through the tables it "
+                                      "reads, which flusso must capture instead: add depends_on: [{table: ")
 
 
 def test_root_key_that_is_not_unique(db: str) -> None:

@@ -139,9 +139,9 @@ def full_identity(routes: list[Route], catalog: Catalog) -> set[str]:
     """
     out = set()
     for table, columns in old_columns(routes).items():
-        found = catalog.get(table)
+        found = catalog.tables.get(table)
         if found is None:
-            continue
+            continue  # a view (its base tables' routes are judged instead), or missing: validation's
         columns &= found.columns.keys()  # a missing column is validation's to report
         if found.replica_identity == "n" or not columns <= set(found.primary_key):
             out.add(found.qualified)

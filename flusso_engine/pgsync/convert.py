@@ -18,6 +18,7 @@ from ..config.indexes import OPENSEARCH_FIELD_TYPES
 from .infer import Database, Join, direct_join, through_join
 from .schema import PgDocument, PgNode
 from .transforms import convert_transform, fields_syntax, is_json_column, json_column
+from .views import depends_on, view_key
 from .writer import Entry, flow
 
 _JSON_BASE = re.compile(r"->>|->|#>>|#>")
@@ -40,6 +41,7 @@ class _Rel:
     body: list[Entry]
     notes: list[str]
     variant: list[Entry] = field(default_factory=list)  # variant and prefix, when not an object
+    depends_on: list[Entry] = field(default_factory=list)  # a view's base tables (views.py)
 
 
 @dataclass
@@ -75,16 +77,20 @@ class Converter:
         root = doc.nodes
         table = self.db.table(root.qualified)
         above: list[str] = [f"From PGSync's {doc.path} (index {doc.index}, database {doc.database})."]
-        if table is None:
+        if table is None or table.kind == "materialized view":
             return self._missing_table(doc.index, root, above)
-        key = root.primary_key or table.primary_key
+        deps = depends_on(self.db, root, self.report)
+        key = root.primary_key or table.primary_key or view_key(deps)
         body: list[Entry] = [Entry("table", root.qualified)]
         if not key:
             self.report.not_converted.append(
                 f"{root.path}: {root.qualified} has no primary key: give the root node primary_key (PGSync "
                 "needs one too), or add one to the table; the key below is a placeholder")
             key = ["id"]
-        body.append(Entry("key", key, "the table's primary key" if not root.primary_key else "PGSync's primary_key"))
+        origin = ("PGSync's primary_key" if root.primary_key else "the table's primary key" if table.primary_key
+                  else "the view columns its first base table's key maps onto")
+        body.append(Entry("key", key, origin))
+        body += deps
         converted = self._node(root, table.columns.keys())
         self._document_mapping(doc, converted, root)
         body += self._body(converted, doc.setting)
@@ -94,9 +100,10 @@ class Converter:
 
     def _missing_table(self, name: str, node: PgNode, above: list[str]) -> Entry:
         kind = self.db.kinds.get(node.qualified)
-        if kind in ("v", "m"):
-            what = (f"{node.qualified} is a {'materialized ' if kind == 'm' else ''}view (PGSync base_tables: "
-                    f"{', '.join(node.base_tables) or 'none'}): flusso reads tables only, for now")
+        if kind == "m":
+            bases = ", ".join(node.base_tables) or "none"
+            what = (f"{node.qualified} is a materialized view (PGSync base_tables: {bases}): its rows change on "
+                    "REFRESH only, which flusso cannot see: index a plain view with its query, with depends_on")
         else:
             what = f"{node.qualified} is not in the database: create it (or fix the schema), and import again"
         self.report.not_converted.append(f"{node.path}: {what}")
@@ -191,7 +198,7 @@ class Converter:
             self.report.not_converted.append(f"{child.path}.relationship.foreign_key: ignored with a through "
                                              "table: the join is the through table's foreign keys")
         table = self.db.table(child.qualified)
-        if table is None:
+        if table is None or table.kind == "materialized view":
             self._missing_table(label, child, [])
             out.pending.append(f"not converted: relation {label}: {child.qualified} is not a table here")
             return
@@ -199,7 +206,9 @@ class Converter:
             self.report.not_converted.append(f"{child.path}.label: {label!r} is also a field: named the relation "
                                              f"{label}_{child.table}")
             label = f"{label}_{child.table}"
-        if join.type in ("one_to_many", "many_to_many") and not child.primary_key and not table.primary_key:
+        deps = depends_on(self.db, child, self.report)
+        if join.type in ("one_to_many", "many_to_many") and not (child.primary_key or table.primary_key
+                                                                 or view_key(deps)):
             self.report.not_converted.append(
                 f"{child.path}: {child.qualified} has no primary key to identify and order {label} by: give the "
                 "node primary_key (flusso's relation key), or add one to the table")
@@ -211,7 +220,7 @@ class Converter:
         self.report.inferred += [f"{child.path}: {n}" for n in join.notes]
         for d in join.differs:
             self.report.differences.append(f"{child.path}: {d}")
-        out.relations.append(_Rel(label, child, join, self._body(converted), notes, variant))
+        out.relations.append(_Rel(label, child, join, self._body(converted), notes, variant, deps))
 
     def _scalar(self, child: PgNode, label: str, join: Join, converted: _Node, out: _Node) -> list[Entry]:
         """PGSync's scalar: a list of the first column's values (one_to_many), or that one value
@@ -346,6 +355,10 @@ class Converter:
                     head.append(Entry("through", join.through))
                 if child.primary_key:
                     head.append(Entry("key", child.primary_key, "PGSync's primary_key"))
+                elif view_key(r.depends_on):
+                    head.append(Entry("key", view_key(r.depends_on), "the view columns its first base table's "
+                                      "key maps onto"))
+                head += r.depends_on
                 head += r.variant
                 if label in node.nested:
                     if join.type in ("one_to_many", "many_to_many") and not r.variant:

@@ -1,0 +1,165 @@
+"""Views (issue #16 item 5) against a real PostgreSQL: what `flusso validate` says of views, their
+`key` and `depends_on`; how base-table changes resolve onto the view's documents (old values too);
+the replica identity and the captured tables; the config's own refusals."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import psycopg
+import pytest
+
+from flusso_engine.catalog import read_catalog
+from flusso_engine.changes import Change
+from flusso_engine.config import parse_config
+from flusso_engine.documents.sql import SqlDocumentBuilder
+from flusso_engine.error import ConfigError
+from flusso_engine.plan import make_plan
+from flusso_engine.validate import validate
+
+SCHEMA = """
+CREATE TABLE publisher (id int PRIMARY KEY, name text NOT NULL);
+CREATE TABLE book (id int PRIMARY KEY, title text NOT NULL, publisher_id int, in_print boolean NOT NULL);
+CREATE TABLE review (id int PRIMARY KEY, book_id int NOT NULL, rating int, hidden boolean NOT NULL DEFAULT false);
+CREATE VIEW catalogue AS SELECT b.id AS book_id, b.title, b.publisher_id, p.name AS publisher
+  FROM book b LEFT JOIN publisher p ON p.id = b.publisher_id WHERE b.in_print;
+CREATE VIEW visible_review AS SELECT id AS review_id, book_id, rating FROM review WHERE NOT hidden;
+CREATE MATERIALIZED VIEW frozen AS SELECT id AS book_id, title FROM book;
+INSERT INTO publisher VALUES (1, 'Adelphi'), (2, 'Einaudi');
+INSERT INTO book VALUES (1, 'A', 1, true), (2, 'B', 2, true), (3, 'C', 2, true);
+INSERT INTO review VALUES (10, 1, 5, false), (11, 2, 4, false);
+"""
+
+INDEX: dict[str, Any] = {
+    "table": "catalogue",
+    "key": ["book_id"],
+    "depends_on": [{"table": "book", "key": {"id": "book_id"}},
+                   {"table": "publisher", "key": {"id": "publisher_id"}}],
+    "fields": {"title": "title", "publisher": "publisher"},
+    "relations": {
+        "reviews": {
+            "table": "visible_review", "type": "one_to_many", "on": {"book_id": "book_id"}, "key": ["review_id"],
+            "depends_on": [{"table": "review", "key": {"id": "review_id", "book_id": "book_id"}}],
+            "fields": {"rating": "rating"},
+        },
+    },
+}
+
+
+@pytest.fixture
+def db(fresh_db: str) -> str:
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute(SCHEMA)
+    return fresh_db
+
+
+def config_for(dsn: str, change: Any = None) -> Any:
+    index = copy.deepcopy(INDEX)
+    if change is not None:
+        change(index)
+    return parse_config({"source": {"dsn": dsn, "slot": "views_test", "publication": "views_test"},
+                         "sink": {"type": "stdout"}, "indexes": {"catalogue": index}})
+
+
+def problems(dsn: str, config: Any) -> list[tuple[str, str]]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return [(p.path, p.message) for p in validate(config, conn).problems]
+
+
+def test_a_view_with_key_and_depends_on_validates(db: str) -> None:
+    assert problems(db, config_for(db)) == []
+
+
+def test_a_relation_view_without_key_or_depends_on(db: str) -> None:
+    def strip(index: dict[str, Any]) -> None:
+        del index["relations"]["reviews"]["key"], index["relations"]["reviews"]["depends_on"]
+
+    found = dict(problems(db, config_for(db, strip)))
+    assert found["indexes.catalogue.relations.reviews.key"] == (
+        "public.visible_review is a view, which has no primary key to order and identify reviews by: add "
+        "key: [the view columns that identify one of its rows]")
+    assert found["indexes.catalogue.relations.reviews.depends_on"].startswith(
+        "public.visible_review is a view: its rows change only through the tables it reads")
+
+
+def test_missing_dependency_table_and_columns_are_problems(db: str) -> None:
+    def wrong(index: dict[str, Any]) -> None:
+        index["depends_on"] = [{"table": "bok", "key": {"id": "book_id"}},
+                               {"table": "publisher", "key": {"ident": "publisher_ref"}}]
+
+    assert problems(db, config_for(db, wrong)) == [
+        ("indexes.catalogue.depends_on[0].table", "table public.bok does not exist: name a table public.catalogue "
+                                                  "reads"),
+        ("indexes.catalogue.depends_on[1].key", 'column "ident" does not exist in public.publisher: map its columns '
+                                                "(id, name) onto public.catalogue's"),
+        ("indexes.catalogue.depends_on[1].key.ident", 'column "publisher_ref" does not exist in the view '
+                                                      "public.catalogue: name one of its columns (book_id, title, "
+                                                      "publisher_id, publisher), or add it to the view's select list"),
+    ]
+
+
+def test_a_dependency_that_is_a_view_and_depends_on_on_a_table(db: str) -> None:
+    def wrong(index: dict[str, Any]) -> None:
+        index["depends_on"][1] = {"table": "visible_review", "key": {"book_id": "book_id"}}
+        index["relations"]["reviews"].update(table="review", key=["id"], on={"book_id": "book_id"},
+                                             depends_on=[{"table": "book", "key": {"id": "book_id"}}])
+
+    assert problems(db, config_for(db, wrong)) == [
+        ("indexes.catalogue.depends_on[1].table", "public.visible_review is a view, whose changes capture cannot "
+                                                  "see: name the tables it reads"),
+        ("indexes.catalogue.relations.reviews.depends_on", "public.review is a table: its own changes reach its "
+                                                           "documents: remove depends_on (it is for views)"),
+    ]
+
+
+def test_a_materialized_view_is_refused_with_the_fix(db: str) -> None:
+    def frozen(index: dict[str, Any]) -> None:
+        index.update(table="frozen", depends_on=[{"table": "book", "key": {"id": "book_id"}}],
+                     fields={"title": "title"}, relations={})
+
+    ((path, message),) = problems(db, config_for(db, frozen))
+    assert path == "indexes.catalogue.table"
+    assert message.startswith("public.frozen is a materialized view: its rows change only on REFRESH MATERIALIZED "
+                              "VIEW, which neither logical decoding nor triggers report")
+    assert "index a plain view with the same query instead" in message
+
+
+def test_a_bare_table_name_in_depends_on_asks_for_its_mapping() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config({"source": {"dsn": "postgresql://x/y", "slot": "s", "publication": "p"},
+                      "sink": {"type": "stdout"},
+                      "indexes": {"c": {"table": "catalogue", "key": "book_id", "fields": {"t": "title"},
+                                        "depends_on": ["public.book"]}}})
+    (problem,) = err.value.problems
+    assert problem.path == "indexes.c.depends_on"
+    assert '"public.book" needs its columns mapped onto the view\'s: write {table: public.book, key: ' in (
+        problem.message)
+
+
+def _change(table: str, op: str, new: dict | None, old: dict | None = None) -> Change:
+    return Change(table=table, op=op, new=new, old=old)
+
+
+def test_base_changes_resolve_to_the_views_documents_with_old_values(db: str) -> None:
+    config = config_for(db)
+    with psycopg.connect(db) as conn:
+        catalog = read_catalog(conn, config.tables())
+    plan = make_plan(config, catalog)
+    # capture reads the base tables, never the views; review's old rows must carry book_id
+    assert config.captured_tables() == ["public.book", "public.publisher", "public.review"]
+    assert plan.index("catalogue").tables == {"public.book", "public.publisher", "public.review"}
+    assert plan.full_identity == {"public.review"}
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("UPDATE book SET in_print = false WHERE id = 1")  # book 1 leaves the view
+        conn.execute("UPDATE review SET book_id = 3 WHERE id = 11")
+    with SqlDocumentBuilder(config, catalog, db) as builder:
+        resolved = builder.resolve([
+            _change("public.book", "update", {"id": "1", "in_print": "f"}, None),  # by the key: no query
+            _change("public.publisher", "update", {"id": "2", "name": "E."}),  # through the view's rows
+            _change("public.review", "update", {"id": "11", "book_id": "3"}, {"id": "11", "book_id": "2"}),
+        ])
+        assert resolved == {"catalogue": {"1", "2", "3"}}
+        built = builder.build("catalogue", ["1", "3"]).docs
+    assert built["1"] is None  # out of the view: a delete
+    assert built["3"]["reviews"] == [{"rating": 4}]  # review 11 moved here

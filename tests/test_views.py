@@ -163,3 +163,13 @@ def test_base_changes_resolve_to_the_views_documents_with_old_values(db: str) ->
         built = builder.build("catalogue", ["1", "3"]).docs
     assert built["1"] is None  # out of the view: a delete
     assert built["3"]["reviews"] == [{"rating": 4}]  # review 11 moved here
+
+
+def test_backfill_pages_and_verify_samples_read_the_view(db: str) -> None:
+    config = config_for(db)
+    with psycopg.connect(db) as conn:
+        catalog = read_catalog(conn, config.tables())
+    with SqlDocumentBuilder(config, catalog, db) as builder:
+        assert builder.key_page("catalogue", None, 10) == ["1", "2", "3"]
+        assert builder.key_page("catalogue", "1", 10) == ["2", "3"]
+        assert sorted(builder.sample_ids("catalogue", 10)) == ["1", "2", "3"]  # no TABLESAMPLE on a view

@@ -245,9 +245,10 @@ class SqlDocumentBuilder:
             estimate = conn.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass",
                                     [root]).fetchone()[0]
             percent = 100.0 if estimate <= 0 else min(100.0, 100.0 * 2 * n / estimate)
-            rows = conn.execute(sample_statement(config), [percent, n]).fetchall()
+            statement = sample_statement(config, view=root in self._catalog.views)
+            rows = conn.execute(statement, [percent, n]).fetchall()
             if len(rows) < n and percent < 100.0:  # an unlucky or stale estimate: take them all
-                rows = conn.execute(sample_statement(config), [100.0, n]).fetchall()
+                rows = conn.execute(statement, [100.0, n]).fetchall()
         self.statements += 2
         return [doc_id(r) for r in rows]
 

@@ -238,15 +238,20 @@ def key_page_statement(index: IndexConfig, catalog: Catalog, after: bool) -> sql
     )
 
 
-def sample_statement(index: IndexConfig) -> sql.Composed:
+def sample_statement(index: IndexConfig, view: bool = False) -> sql.Composed:
     """The key texts of about `%s` percent of the root's rows (Bernoulli; those its `where` keeps), in
-    random order, at most `%s`."""
-    where = sql.SQL("") if index.where is None else sql.SQL(" WHERE {}").format(values.own_row(index.where, _ROOT))
-    return sql.SQL("SELECT {} FROM {} {} TABLESAMPLE BERNOULLI ({}){} ORDER BY random() LIMIT {}").format(
+    random order, at most `%s`. A view takes no TABLESAMPLE: its rows are drawn by `random()`."""
+    conditions = [] if index.where is None else [values.own_row(index.where, _ROOT)]
+    sample = sql.SQL(" TABLESAMPLE BERNOULLI ({})").format(sql.Placeholder())
+    if view:
+        sample = sql.SQL("")
+        conditions.insert(0, sql.SQL("random() * 100 < {}").format(sql.Placeholder()))
+    where = sql.SQL(" WHERE {}").format(sql.SQL(" AND ").join(conditions)) if conditions else sql.SQL("")
+    return sql.SQL("SELECT {} FROM {} {}{}{} ORDER BY random() LIMIT {}").format(
         key_columns_text(_ROOT, index.key),
         _table(qualify(index.table)),
         sql.Identifier(_ROOT),
-        sql.Placeholder(),
+        sample,
         where,
         sql.Placeholder(),
     )

@@ -173,3 +173,26 @@ def test_backfill_pages_and_verify_samples_read_the_view(db: str) -> None:
         assert builder.key_page("catalogue", None, 10) == ["1", "2", "3"]
         assert builder.key_page("catalogue", "1", 10) == ["2", "3"]
         assert sorted(builder.sample_ids("catalogue", 10)) == ["1", "2", "3"]  # no TABLESAMPLE on a view
+
+
+def test_base_columns_that_print_otherwise_are_cast_not_looked_up(db: str) -> None:
+    """varchar base values onto a text key: one cast query (`literal_ids`), never the view, so a
+    base row gone from the view still names its document."""
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE coded (code varchar(10) PRIMARY KEY, title text NOT NULL, live boolean NOT NULL);"
+                     "CREATE VIEW live_code AS SELECT code::text AS code, title FROM coded WHERE live;"
+                     "INSERT INTO coded VALUES ('a1', 'A', false)")
+    config = parse_config({"source": {"dsn": db, "slot": "views_test", "publication": "views_test"},
+                           "sink": {"type": "stdout"},
+                           "indexes": {"codes": {"table": "live_code", "key": "code", "fields": {"title": "title"},
+                                                 "depends_on": [{"table": "coded", "key": {"code": "code"}}]}}})
+    with psycopg.connect(db) as conn:
+        catalog = read_catalog(conn, config.tables())
+    assert problems(db, config) == []
+    (route,) = make_plan(config, catalog).index("codes").routes
+    assert route.table == "public.coded" and route.entry.literal
+    with SqlDocumentBuilder(config, catalog, db) as builder:
+        before = builder.statements
+        found = builder.resolve([_change("public.coded", "update", {"code": "a1", "live": "f"})])
+        assert found == {"codes": {"a1"}} and builder.statements - before == 1
+        assert builder.build("codes", ["a1"]).docs == {"a1": None}

@@ -196,3 +196,34 @@ def test_base_columns_that_print_otherwise_are_cast_not_looked_up(db: str) -> No
         found = builder.resolve([_change("public.coded", "update", {"code": "a1", "live": "f"})])
         assert found == {"codes": {"a1"}} and builder.statements - before == 1
         assert builder.build("codes", ["a1"]).docs == {"a1": None}
+
+
+def test_import_pgsync_maps_base_tables_onto_depends_on(db: str, tmp_path, monkeypatch, capsys) -> None:
+    """A PGSync node on a view, with base_tables: each base table's primary key onto the view columns
+    selected from it (the view's definition says which, not the names: the view's `id` is the
+    book's); one the view does not select is reported; the output validates."""
+    import json
+
+    from flusso_engine.cli import main
+
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("CREATE VIEW book_card AS SELECT b.id, b.title, p.id AS pub_id, p.name AS publisher "
+                     "FROM book b LEFT JOIN publisher p ON p.id = b.publisher_id")
+    info = psycopg.conninfo.conninfo_to_dict(db)
+    for k, v in {"PG_USER": info.get("user", "postgres"), "PG_PASSWORD": info.get("password", ""),
+                 "PG_HOST": info.get("host", "127.0.0.1"), "PG_PORT": info.get("port", 5432)}.items():
+        monkeypatch.setenv(k, str(v))
+    monkeypatch.delenv("PG_URL", raising=False)
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps([{"database": info["dbname"], "index": "cards", "nodes": {
+        "table": "book_card", "columns": ["title", "publisher"], "base_tables": ["book", "publisher", "review"]}}]))
+    out = tmp_path / "flusso.yaml"
+    assert main(["import-pgsync", str(schema), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    text = out.read_text()
+    assert "key: [id]  # the view columns its first base table's key maps onto" in text
+    assert ("depends_on: [{table: public.book, key: {id: id}}, {table: public.publisher, key: {id: pub_id}}]"
+            in text)
+    assert ("base table public.review has key columns (id) the view does not select as they are: map its "
+            "columns onto the view's in depends_on by hand") in err
+    assert main(["validate", "-c", str(out)]) == 0, capsys.readouterr()

@@ -95,6 +95,8 @@ def test_base_table_changes_reach_the_views_documents(store, opensearch) -> None
             "2": {"title": "Se una notte", "publisher": "Giulio Einaudi", "reviews": []},
             "4": {"title": "Il Gattopardo", "publisher": None, "reviews": [{"rating": 3}]},
         }
+        sql(dsn, "TRUNCATE review")  # a base table truncated: the index is rebuilt from the views
+        assert {i: d["reviews"] for i, d in _docs(opensearch, config).items()} == {"1": [], "2": [], "4": []}
     finally:
         run.stop()
     # capture reads the base tables, never the views

@@ -21,7 +21,7 @@ from .config import FlussoConfig
 from .documents.checks import access_problems, read_access, schema_problems
 from .documents.field_checks import expression_problems, path_problems
 from .documents.plugins import problems as plugin_problems
-from .documents.view_checks import view_problems
+from .documents.view_checks import view_notes, view_problems
 from .error import ConfigError, Problem
 
 
@@ -50,6 +50,7 @@ def validate(config: FlussoConfig, conn: psycopg.Connection, catalog: Catalog | 
     report = ValidationReport()
     report.problems += schema_problems(config, catalog, access.relations)
     report.problems += view_problems(config, catalog, access.relations)
+    report.notes += view_notes(config)
     report.problems += path_problems(config, catalog)
     report.problems += expression_problems(config, conn, catalog)
     found = capture_checks(config.source.capture)(config, conn, catalog)

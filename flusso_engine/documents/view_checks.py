@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 
 from ..catalog import Catalog, Table
-from ..config import FlussoConfig, qualify, relation_path
+from ..config import FlussoConfig, RelationConfig, qualify, relation_path
 from ..config.views import DependencyConfig
 from ..error import Problem
 from .checks import edges, sql_table
@@ -92,3 +92,28 @@ def _dependency_problems(path: str, view: Table, deps: Sequence[DependencyConfig
                     f"columns ({', '.join(list(view.columns)[:12])}), or add it to the view's select list"
                 )))
     return problems
+
+
+def view_notes(config: FlussoConfig) -> list[str]:
+    """Dependencies mapped onto view columns other than the key the tree needs: their changes find
+    the view's current rows, so one that removes a row from the view is not seen (`views.py`)."""
+    notes = []
+    for name, index in config.indexes.items():
+        nodes = [(relation_path(name), index.depends_on, list(index.key))]
+        nodes += [(e.path, e.relation.depends_on, list(_child_columns(e.relation))) for e in edges(config)
+                  if e.path.startswith(relation_path(name) + ".")]
+        for path, deps, needed in nodes:
+            for i, dep in enumerate(deps):
+                if not needed or not set(needed) <= set(dep.key.values()):
+                    notes.append(
+                        f"{path}.depends_on[{i}]: {qualify(dep.table)} maps onto {', '.join(dep.key.values())}, "
+                        f"not onto {', '.join(needed)}: its changes find the view's current rows, so one that "
+                        "takes a row out of the view is not seen; map it onto those columns too if it can")
+    return notes
+
+
+def _child_columns(rel: RelationConfig) -> list[str]:
+    """The relation's columns that join it to its parent (`on`'s values, or `through.child`'s)."""
+    if rel.through is not None:
+        return list(rel.through.child.values())
+    return list((rel.on or {}).values())

@@ -233,3 +233,19 @@ def test_import_pgsync_maps_base_tables_onto_depends_on(db: str, tmp_path, monke
     assert ("base table public.review has key columns (id) the view does not select as they are: map its "
             "columns onto the view's in depends_on by hand") in err
     assert main(["validate", "-c", str(out)]) == 0, capsys.readouterr()
+
+
+def test_resolve_costs_the_same_whatever_the_number_of_base_changes(db: str) -> None:
+    config = config_for(db)
+    with psycopg.connect(db) as conn:
+        catalog = read_catalog(conn, config.tables())
+    costs = []
+    with SqlDocumentBuilder(config, catalog, db) as builder:
+        for n in (1, 200):
+            changes = [_change("public.publisher", "update", {"id": str(i % 3), "name": "x"}) for i in range(n)]
+            changes += [_change("public.book", "delete", None, {"id": str(i)}) for i in range(n)]
+            changes += [_change("public.review", "insert", {"id": str(i), "book_id": str(i % 4)}) for i in range(n)]
+            before = builder.statements
+            builder.resolve(changes)
+            costs.append(builder.statements - before)
+    assert costs == [1, 1]  # the publisher's walk through the view; book and review are ids already

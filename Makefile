@@ -41,11 +41,11 @@ layout: $(STAMP)
 	$(BIN)/python scripts/check_layout.py
 
 # Everything but the Kafka queue's end-to-end tests, which `make test-kafka` runs (CI runs both).
-KAFKA_TESTS := tests/test_kafka_queue.py tests/test_kafka_roles.py
+KAFKA_TESTS := tests/test_kafka_queue.py tests/test_kafka_roles.py tests/test_kafka_faults.py tests/test_kafka_ops.py
 test: $(STAMP) services lint layout
 	$(BIN)/pytest -q $(addprefix --ignore=,$(KAFKA_TESTS))
 
-# The Kafka queue's end-to-end tests (they start the broker themselves, ~3 minutes): kept apart so
+# The Kafka queue's end-to-end tests (they start the broker themselves, ~6 minutes): kept apart so
 # that `make test` stays under 20 minutes; `.ci/run` runs both.
 test-kafka: $(STAMP) services
 	$(BIN)/pytest -q $(KAFKA_TESTS)

@@ -160,6 +160,7 @@ def _install_stop(stop: threading.Event) -> None:
 def _validate(config: FlussoConfig) -> int:
     import psycopg
 
+    from . import registry
     from .refusals import connect_failure, endpoint
     from .validate import validate
 
@@ -170,6 +171,11 @@ def _validate(config: FlussoConfig) -> int:
     except psycopg.OperationalError as err:
         print(connect_failure(dsn, err), file=sys.stderr)
         return EXIT_CONFIG
+    queue_checks = registry.hook("queue", config.queue.type, "checks")  # a durable queue's brokers (kafka)
+    if queue_checks is not None:
+        problems, notes = queue_checks(config.queue)
+        report.problems += problems
+        report.notes += notes
     for note in report.notes:
         print(f"note: {note}")
     if report.problems:

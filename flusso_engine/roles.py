@@ -6,7 +6,8 @@ the slot into the queue and acknowledges the slot as far as the queue holds whol
 group, resolve, build and flush, and commit their offsets only after the flush (`batch_done`). A
 worker keeps live capture's write set (`routing.py`): it refreshes it after every batch's builds and
 before committing, and answers a rebuild's handshake, so a reseed beside live is exact with any
-number of workers (docs/architecture.md, "The Kafka queue"). Only a queue with both hooks will do.
+number of workers (docs/architecture.md, "The Kafka queue"); and it writes a heartbeat of what it did
+for `flusso status` (`heartbeat.py`). Only a queue with both hooks will do.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import registry
 from .error import ConfigError, Problem, SourceError
+from .heartbeat import Heartbeat
 from .pipeline import CaptureThread, Worker, drive
 from .routing import Routing
 
@@ -137,12 +139,14 @@ def run_worker(engine: Engine) -> None:
     until.start()
     log.info("worker started on %s (group %s)", engine.config.queue.topic, engine.config.queue.consumer_group)
     last = [time.monotonic(), 0]
+    heartbeat = Heartbeat(engine.sink, engine.config.queue.consumer_group)
 
     def tick() -> None:
         if engine.rebuild_errors:
             raise engine.rebuild_errors.pop(0)
         if engine.routing is not None:
             engine.routing.maybe_refresh()
+        heartbeat.beat(queue.consumer.member_id(), queue.consumer.consumed, worker.documents)
         now = time.monotonic()
         if now - last[0] >= engine.lag_every:
             consumed = queue.consumer.consumed

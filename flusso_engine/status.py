@@ -1,12 +1,13 @@
-"""`flusso status`: the capture's health (a slot and its WAL, or polling's change log) and each index's
-seeded state, documents, root rows and generations, as a table or as JSON (exit 3: needs attention)."""
+"""`flusso status`: the capture's health (a slot and its WAL, or polling's change log), a durable queue's
+lag per partition and its workers' throughput (`heartbeat.py`), and each index's seeded state, documents,
+root rows and generations, as a table or as JSON (exit 3: needs attention)."""
 
 from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING
 
-from . import registry
+from . import heartbeat, registry
 from .changes import int_to_lsn
 from .config import FlussoConfig
 
@@ -21,10 +22,14 @@ def status(config: FlussoConfig, as_json: bool, engine: Engine) -> int:
     try:
         health = engine.slot_health()
         indexes = [engine.index_status(i) for i in config.indexes]
+        queue_status = registry.hook("queue", config.queue.type, "status")  # a durable queue's lag (kafka)
+        queue = queue_status(config.queue) if queue_status is not None else None
+        if queue is not None and queue.get("members"):
+            beats = heartbeat.read(engine.sink, queue["group"], [m["member"] for m in queue["members"]])
+            for member in queue["members"]:
+                member["heartbeat"] = beats.get(member["member"])
     finally:
         engine.close()
-    queue_status = registry.hook("queue", config.queue.type, "status")  # a durable queue's lag (kafka)
-    queue = queue_status(config.queue) if queue_status is not None else None
     info = health.info
     code = EXIT_OK if health.ok else EXIT_ATTENTION
     data = {
@@ -69,6 +74,8 @@ def status(config: FlussoConfig, as_json: bool, engine: Engine) -> int:
         console.print(f"queue {queue['type']} topic {queue['topic']}, group {queue['group']}: " + (
             queue["error"] if "error" in queue else f"lag {queue['lag']} changes ({parts})" if queue["exists"]
             else "no topic yet (`flusso run` creates it)"), markup=False)
+        for member in queue.get("members", []):
+            console.print(_worker_line(member), markup=False)
     table = Table("index", "seeded", "documents", "root rows", "definition", "serving", "building")
     for s in indexes:
         table.add_row(s.index, "yes" if s.seeded else "no", str(s.documents), str(s.rows),
@@ -134,3 +141,14 @@ def _generations(state, target: str | None) -> tuple[str, str]:  # noqa: ANN001 
     note = "" if b.alive() else " (abandoned: the next start deletes it)"
     frozen = " (serving frozen: definition changed)" if b.frozen else ""
     return serving, f"{b.name}: {done}{pct}{frozen}{note}"
+
+
+def _worker_line(member: dict) -> str:
+    """One member of the workers' group: its partitions, and what its last heartbeat says it did."""
+    parts = ",".join(map(str, member["partitions"])) or "none"
+    beat = member.get("heartbeat")
+    if beat is None:
+        return f"  worker {member['member']} ({member['host']}): partitions {parts}, no heartbeat yet"
+    return (f"  worker {member['member']} ({beat['host']} pid {beat['pid']}): partitions {parts}, "
+            f"{beat['changes_per_s']:.1f} changes/s, {beat['documents_per_s']:.1f} documents/s over "
+            f"{beat['interval_s']:.0f}s, {beat['changes']} changes in all, heartbeat {beat.get('age_s', 0):.0f}s ago")

@@ -9,7 +9,8 @@ channel's in-band acknowledgement, which `drive` and the engine look for on any 
 - `batch_done(reads)`: the oldest batch handed out, gathered by `reads` `get_batch` calls, is
   flushed; their offsets are committed.
 
-The message format is `codec.py`; the topic is created with `queue.partitions` if missing (`topic.py`).
+The message format is `codec.py`; the topic is created with `queue.partitions` if missing (`topic.py`);
+`flusso validate` asks the brokers and the topic through `checks` (`validation.py`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .consumer import ChangeConsumer
 from .lag import group_lag
 from .producer import ChangeProducer
 from .topic import ensure_topic
+from .validation import checks  # noqa: F401 - `flusso validate`'s hook (registry.hook)
 
 
 class KafkaQueue:

@@ -161,6 +161,13 @@ class ChangeConsumer:
                 self._stop.wait(pause)
                 pause = min(pause * 2, 5.0)
 
+    def member_id(self) -> str | None:
+        """This worker's member id in the group (None until it joined): its heartbeat's name."""
+        try:
+            return self._consumer.memberid() or None
+        except RuntimeError:  # closed
+            return None
+
     def empty(self) -> bool:
         """Nothing handed out is waiting to be committed? Once stopped, what Kafka holds stays there."""
         return self._stop.is_set() or not self._pending

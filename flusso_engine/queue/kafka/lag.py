@@ -1,10 +1,12 @@
-"""The consumer group's lag per partition, for `flusso status`: what Kafka holds that no worker flushed."""
+"""The consumer group's lag per partition and its members, for `flusso status`: what Kafka holds that no
+worker flushed, and which workers hold which partitions now (their throughput is in `heartbeat.py`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from .clientlog import client_logger
 
@@ -26,8 +28,17 @@ def group_lag(bootstrap: str, topic: str, group: str, timeout: float = 10.0) -> 
             done = tp.offset if tp.offset >= 0 else None
             partitions[tp.partition] = {"committed": done, "end": high, "lag": high - (low if done is None else done)}
         return {**out, "exists": True, "lag": sum(p["lag"] or 0 for p in partitions.values()),
-                "partitions": partitions}
+                "partitions": partitions, "members": group_members(bootstrap, topic, group, timeout)}
     except KafkaException as err:
         return {**out, "error": f"Kafka at {bootstrap} did not answer ({err.args[0].str()})"}
     finally:
         probe.close()
+
+
+def group_members(bootstrap: str, topic: str, group: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The group's members now: member id, client id, host, and their partitions of `topic`."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "client.id": "flusso-status"}, logger=client_logger("status"))
+    described = admin.describe_consumer_groups([group], request_timeout=timeout)[group].result(timeout)
+    return [{"member": m.member_id, "client": m.client_id, "host": m.host.lstrip("/"),
+             "partitions": sorted(tp.partition for tp in m.assignment.topic_partitions if tp.topic == topic)}
+            for m in sorted(described.members, key=lambda m: m.member_id)]

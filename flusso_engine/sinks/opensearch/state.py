@@ -1,4 +1,5 @@
-"""flusso's own state documents (the slot's state, see `slotstate.py`), in `sink.state_index`.
+"""flusso's own state documents (the slot's state, see `slotstate.py`; workers' heartbeats,
+`heartbeat.py`), in `sink.state_index`.
 
 Each is read with a realtime GET and written with compare-and-set on its sequence number and primary
 term, so two runs never both believe they wrote the same state.

@@ -115,3 +115,27 @@ def kafka_bootstrap() -> str:
             pytest.fail(why)
         pytest.skip(why)
     return f"127.0.0.1:{KAFKA_PORT}"
+
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    from .e2e import STARTED
+
+    STARTED.clear()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """A failed test shows the end of the log of every `flusso run` it started (`e2e.Flusso`), so that
+    a failure seen once in CI can be read without running it again."""
+    from .e2e import STARTED
+
+    report = yield
+    if report.failed:
+        for run in STARTED:
+            try:
+                tail = run.output()[-6000:]
+            except OSError:
+                continue
+            report.sections.append((f"flusso run log {run.log.name} (last 6000 characters)", tail))
+    return report

@@ -28,6 +28,7 @@ from flusso_engine.documents.sql import SqlDocumentBuilder
 ROOT = Path(__file__).resolve().parents[1]
 BOOKSTORE = ROOT / "examples" / "bookstore"
 FLUSSO = [sys.executable, "-m", "flusso_engine.cli"]
+STARTED: list[Flusso] = []  # the runs the current test started: conftest shows their logs when it fails
 
 
 def write_config(
@@ -83,6 +84,7 @@ class Flusso:
                  env: dict[str, str] | None = None) -> None:
         self.log = log or config.with_suffix(f".{uuid.uuid4().hex[:6]}.log")
         self._out = self.log.open("w")
+        STARTED.append(self)
         self.proc = subprocess.Popen(
             [*FLUSSO, "--log-level", "DEBUG", "run", "-c", str(config), *args],
             stdout=self._out, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **(env or {})},

@@ -274,6 +274,31 @@ def test_postgres_crash_under_polling_reconnects_and_converges(index_prefix: str
         cluster.stop()
 
 
+def test_a_database_refusing_new_connections_for_a_while_is_waited_out(bookstore, opensearch,
+                                                                        admin_dsn: str) -> None:
+    """The poll's own connection stays up while the database refuses new ones (as during a crash
+    restart): the schema watch, which connects on its own every 5 s, fails to connect, and that is
+    a reconnect like a lost poll, not the end of the run."""
+    dsn, config = bookstore
+    database = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    run = Flusso(config)
+    try:
+        run.wait_for("live capture started")
+        wait_converged(opensearch, config)
+        sql(admin_dsn, f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        try:
+            run.wait_for("reconnecting", timeout=30)
+        finally:
+            sql(admin_dsn, f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        sql(dsn, "UPDATE book SET title = 'after the refusals' WHERE id = 3")
+        docs = wait_converged(opensearch, config)
+        assert docs["3"]["title"] == "after the refusals"
+        assert run.proc.poll() is None, run.output()[-3000:]
+    finally:
+        run.stop()
+    assert run.proc.returncode == 0, run.output()[-3000:]
+
+
 def test_switching_an_index_from_wal_to_polling_reseeds_it_and_follows_changes(bookstore, opensearch) -> None:
     """The polling cursor is a new incarnation: the index is rebuilt from rows (its versions are WAL
     positions either way), and the replication slot left behind is named with the way to drop it."""

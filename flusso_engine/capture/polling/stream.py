@@ -73,6 +73,12 @@ class Stream:
                     conn.close()
                     conn = self._reconnect(err)
                     continue
+                except SourceError as err:  # a connection of its own (the watch's) could not be made
+                    if not isinstance(err.__cause__, psycopg.OperationalError):
+                        raise
+                    conn.close()
+                    conn = self._reconnect(err.__cause__)
+                    continue
                 self._stop.wait(self._poll_interval_s)
         finally:
             conn.close()

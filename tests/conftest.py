@@ -106,16 +106,15 @@ def kafka_bootstrap() -> str:
     """
     import subprocess
 
-    proc = subprocess.run(
-        ["bash", str(ROOT / "services" / "kafka.sh"), "up"], capture_output=True, text=True, timeout=600
-    )
+    # FLUSSO_KAFKA_SH: another checkout's script, whose broker a worktree's tests then share
+    script = os.environ.get("FLUSSO_KAFKA_SH") or str(ROOT / "services" / "kafka.sh")
+    proc = subprocess.run(["bash", script, "up"], capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         why = f"Kafka could not be started by services/kafka.sh up:\n{proc.stdout}{proc.stderr}"
         if os.environ.get("CI"):
             pytest.fail(why)
         pytest.skip(why)
     return f"127.0.0.1:{KAFKA_PORT}"
-
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

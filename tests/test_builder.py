@@ -179,6 +179,21 @@ def test_build_is_one_snapshot_and_two_statements_whatever_the_batch(bookstore, 
     assert builder.build("books", []).docs == {}
 
 
+def test_each_document_is_made_once_per_row(bookstore, builder):
+    """The fingerprint reads the document's text three times; PostgreSQL must not build it three
+    times (it did, until the lateral subquery was fenced): every child table is scanned once per
+    root row, as the plan shows."""
+    dsn, _, _ = bookstore
+    statement = builder._statements["books"]
+    with psycopg.connect(dsn) as conn:
+        conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(r[0] for r in conn.execute(
+            sql.SQL("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) ") + statement, [[str(i) for i in range(1, 41)]]
+        ))
+    for table in ("publisher", "book_detail", "author", "review", "reader", "tag"):
+        assert plan.count(f" on {table} ") == 1, plan
+
+
 def test_raw_json_is_the_same_documents(bookstore, builder):
     dsn, config, catalog = bookstore
     ids = [str(i) for i in range(1, 41)]

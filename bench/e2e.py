@@ -58,6 +58,7 @@ from opensearchpy import OpenSearch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
+import pgstat  # noqa: E402
 from harness import (  # noqa: E402
     DEFAULT_DSN,
     DEFAULT_OPENSEARCH,
@@ -214,7 +215,8 @@ def live_rate(args: argparse.Namespace, rate: float | None, proc_log: Path, flus
     probe.start()
     spy = None
     if args.profile is not None:
-        spy = py_spy(flusso_pid, args.profile / f"live-{label}.txt", args.seconds)
+        spy = py_spy(flusso_pid, args.profile / f"live-{label}.txt", args.seconds, idle=not args.profile_cpu)
+    statements = pgstat.reset(dsn)
     cpu0 = cpu_snapshot(flusso_pid)
     os0 = opensearch_stats(client, index)
     wall0 = time.time()
@@ -246,6 +248,8 @@ def live_rate(args: argparse.Namespace, rate: float | None, proc_log: Path, flus
     drain_s = None if drained is None else drained - writer_end
     probe.stop()
     wall_drained = time.time()
+    engine_total_changes = batch_stats(log_lines(proc_log, wall0, wall_drained), wall_drained - wall0)["changes"]
+    pg_statements = pgstat.read(dsn, engine_total_changes) if statements else None
     latencies, pending, touched = probe.collect(fence)
     window = wall_end - wall0
     engine_in_window = batch_stats(log_lines(proc_log, wall0, wall_end), window)
@@ -269,6 +273,7 @@ def live_rate(args: argparse.Namespace, rate: float | None, proc_log: Path, flus
         "flusso_rss_mb": round(memory_kb(flusso_pid).get("VmRSS", 0) / 1024, 1),
         "cpu_s": cpu,
         "cpu_s_per_1000_changes": harness.per_1000(cpu, engine_total["changes"]),
+        "pg_statements": pg_statements or "pg_stat_statements is not loaded (services/postgres.sh loads it)",
         "machine_busy_before": busy_before,
         "opensearch": os_stats,
         "poller": probe.searches(),
@@ -355,6 +360,9 @@ def main() -> int:
     parser.add_argument("--quiet-timeout", type=float, default=180.0, help="... for at most this long")
     parser.add_argument("--profile", type=Path, default=None,
                         help="a directory: py-spy the flusso process during the backfill and each rate")
+    parser.add_argument("--profile-cpu", action="store_true",
+                        help="with --profile: sample only threads on CPU during the rates (what costs CPU, "
+                             "not where the worker waits)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--refresh", choices=("interval", "wait_for"), default=None,
                         help="the index's refresh mode (wait_for: a live flush waits until searchable)")

@@ -5,6 +5,7 @@
     python bench/e2e_profile.py overlap   # build and flush overlapped (threads), same builder and sink
     python bench/e2e_profile.py mapping   # the raw bulk limit by mapping variant: what the mapping costs
     python bench/e2e_profile.py pyspy FILE [FILE...]   # summarize py-spy raw (collapsed) profiles
+    python bench/e2e_profile.py cpu FILE [FILE...]     # ... on-CPU ones (e2e.py --profile-cpu): stages, hot functions
 
 Uses the database and names of bench/e2e.py (`flusso_bench_e2e`, `bench_e2e*`), which must hold the
 bookstore already (run bench/e2e.py first). Nothing here changes flusso_engine: the timers wrap its
@@ -365,6 +366,7 @@ CATEGORIES: list[tuple[str, str]] = [
     ("build: PG query + fetch", r"(execute|fetchall|fetchone) \(psycopg"),
     ("build: other", r"build \(flusso_engine/documents/sql"),
     ("resolve", r"resolve \(flusso_engine/documents/sql"),
+    ("capture: pgoutput decoding", r"flusso_engine/capture/wal/(pgoutput|decode)"),
     ("snapshot read (PG keys)", r"snapshot \(flusso_engine/capture/wal"),
     ("replication stream", r"(stream|_receive) \(flusso_engine/capture/wal"),
     ("logging / observer", r"flusso_engine/observer|logging/__init__"),
@@ -402,9 +404,33 @@ def pyspy(args: argparse.Namespace) -> None:
         emit(args, {"file": str(path), "threads": out})
 
 
+def cpu(args: argparse.Namespace) -> None:
+    """On-CPU samples (`bench/e2e.py --profile-cpu`): the share of each stage, and the functions with
+    the most samples of their own (leaf) and in all (inclusive), over every thread."""
+    for path in args.files:
+        stages: Counter[str] = Counter()
+        leaf: Counter[str] = Counter()
+        inclusive: Counter[str] = Counter()
+        for line in Path(path).read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not stack or not count.isdigit():
+                continue
+            frames, n = stack.split(";")[1:], int(count)
+            stages[classify(frames)] += n
+            if frames:
+                leaf[frames[-1]] += n
+            for frame in set(frames):
+                inclusive[frame] += n
+        total = sum(stages.values()) or 1
+        ours = Counter({k: v for k, v in inclusive.items() if "flusso_engine" in k})
+        emit(args, {"file": str(path), "samples": total,
+                    **{what: {k: round(v / total, 3) for k, v in c.most_common(args.top)}
+                       for what, c in (("stages", stages), ("self", leaf), ("inclusive", ours))}})
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["split", "raw", "overlap", "mapping", "pyspy"])
+    parser.add_argument("command", choices=["split", "raw", "overlap", "mapping", "pyspy", "cpu"])
     parser.add_argument("files", nargs="*", type=Path)
     parser.add_argument("--dsn", default=harness.DEFAULT_DSN)
     parser.add_argument("--database", default="flusso_bench_e2e")
@@ -421,7 +447,7 @@ def main() -> int:
     parser.add_argument("--quiet-timeout", type=float, default=180.0)
     args = parser.parse_args()
     harness.OPENSEARCH_PORT = str(urlsplit(args.opensearch).port or 9200)
-    {"split": split, "raw": raw, "overlap": overlap, "mapping": mapping, "pyspy": pyspy}[args.command](args)
+    {"split": split, "raw": raw, "overlap": overlap, "mapping": mapping, "pyspy": pyspy, "cpu": cpu}[args.command](args)
     return 0
 
 

@@ -237,12 +237,14 @@ class Watch(threading.Thread):
             self.done.wait(self.every)
 
 
-def py_spy(pid: int, output: Path, seconds: float | None = None) -> subprocess.Popen:
-    """py-spy sampling `pid` (idle threads too: where the worker waits) into a raw collapsed-stack
-    file; summarize it with `bench/e2e_profile.py pyspy FILE`."""
+def py_spy(pid: int, output: Path, seconds: float | None = None, idle: bool = True) -> subprocess.Popen:
+    """py-spy sampling `pid` into a raw collapsed-stack file (`idle`: waiting threads too, which shows
+    where the worker waits; without it only the thread holding the GIL, which shows what costs
+    Python CPU: py-spy's own idle detection counts a thread in `select` as busy); summarize it with
+    `bench/e2e_profile.py pyspy FILE` (or `cpu FILE`)."""
     spy = Path(sys.executable).with_name("py-spy")
-    cmd = [str(spy), "record", "--pid", str(pid), "--idle", "--threads", "--nonblocking", "--format", "raw",
-           "-o", str(output)]
+    cmd = [str(spy), "record", "--pid", str(pid), *(["--idle"] if idle else ["--gil"]), "--threads", "--nonblocking",
+           "--format", "raw", "-o", str(output)]
     if seconds:
         cmd += ["--duration", str(int(seconds))]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

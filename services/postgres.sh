@@ -70,6 +70,9 @@ wal_sender_timeout = 60s
 shared_buffers = 256MB
 max_wal_size = 2GB
 log_min_messages = warning
+# what bench/ reads of each statement's cost (bench/pgstat.py); a few percent at most
+shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.track = top
 CONF
     cat >"$data/pg_hba.conf" <<HBA
 local   all          all                     scram-sha-256

@@ -235,3 +235,16 @@ def test_a_role_run_must_carry_its_roles_slot_tag() -> None:
     for role, tag in (("worker", "s"), ("capture", "s/worker-1"), ("live", "other")):
         with pytest.raises(Failure, match=f"does not fit role {role} of slot s: launch it with"):
             check_tags(role, {SLOT_TAG: tag}, "s")
+
+
+def test_validate_notes_workers_beyond_the_topics_partitions(kafka_bootstrap, topic) -> None:  # noqa: F811
+    from flusso_engine.config.models import QueueConfig
+    from flusso_engine.queue.kafka.validation import checks
+
+    queue = QueueConfig(type="kafka", bootstrap=kafka_bootstrap, topic=topic, partitions=3, workers=5)
+    problems, notes = checks(queue)
+    assert problems == []
+    assert notes[-1] == (f"queue: workers is 5 and topic {topic} has 3 partitions: Dagster's live_capture runs 2 "
+                         "worker(s) that get no partition and stay idle; set queue.workers to at most 3, or add "
+                         "partitions with Kafka's tools")
+    assert len(checks(queue.model_copy(update={"workers": 3}))[1]) == 1  # no note at the partition count

@@ -60,17 +60,18 @@ def build_live_capture(project: Project) -> JobDefinition:
 
 def stop_live(instance: DagsterInstance, slot: str, grace_s: float = 10.0) -> list[str]:
     """Ask every run of live_capture on `slot` (every role: tag `flusso/live`) to stop, the way the UI's
-    Terminate does: the run launcher's termination, or, for a run it did not launch (`dagster job
-    execute`) whose process runs here, the run marked canceling and its process sent SIGTERM, which
-    Dagster turns into the op's interruption (flush, acknowledge, exit). Says what was done, per run."""
+    Terminate does (the run coordinator: a queued run is canceled, a started one terminated by the run
+    launcher); a run the launcher did not launch (`dagster job execute`) whose process runs here is
+    marked canceling and its process sent SIGTERM, which Dagster turns into the op's interruption
+    (flush, acknowledge, exit). Says what was done, per run."""
     done = []
     for record in instance.get_run_records(RunsFilter(job_name="live_capture", tags={LIVE_TAG: slot},
                                                       statuses=KEEPER_STATUSES)):
         run = record.dagster_run
         role = run.tags.get(ROLE_TAG, "live")
         try:
-            if instance.run_launcher.terminate(run.run_id):
-                done.append(f"{role} run {run.run_id}: terminated by the run launcher")
+            if instance.run_coordinator.cancel_run(run.run_id):
+                done.append(f"{role} run {run.run_id}: canceled (queued) or terminated by the run launcher")
                 continue
         except Exception as err:  # noqa: BLE001 - the code server may be gone
             done.append(f"{role} run {run.run_id}: the run launcher could not terminate it ({type(err).__name__})")

@@ -142,6 +142,23 @@ def test_capture_and_two_worker_runs_follow_changes_and_stop_live_capture_ends_t
             capture = _last_beat(instance, runs[slot].run_id)
             assert capture["role"] == "capture" and capture["documents_total"] == 0 and capture["slot"] == slot
 
+        # one role's run terminated alone (what the UI's Terminate does to a run of this machine: the
+        # run marked canceling, its process interrupted): it stops cleanly, the other worker takes over
+        with DagsterInstance.from_config(str(home)) as instance:
+            instance.report_run_canceling(runs[f"{slot}/worker-2"])
+        os.killpg(procs[2].pid, signal.SIGINT)
+        procs[2].wait(60)
+        _wait_for("the other worker to own every partition",
+                  lambda: [x["partitions"] for x in members()] == [[0, 1, 2]], procs=procs[:2], logs=home)
+        with __import__("psycopg").connect(dsn, autocommit=True) as conn:
+            for i in range(70, 100):
+                conn.execute("UPDATE book SET title = %s WHERE id = %s", (f"one worker {i}", i))
+        assert wait_converged(opensearch, config, timeout=90)["99"]["title"] == "one worker 99"
+        with DagsterInstance.from_config(str(home)) as instance:
+            statuses = {r.tags[SLOT_TAG]: r.status for r in instance.get_runs(RunsFilter(job_name="live_capture"))}
+        assert statuses == {slot: DagsterRunStatus.STARTED, f"{slot}/worker-1": DagsterRunStatus.STARTED,
+                            f"{slot}/worker-2": DagsterRunStatus.CANCELED}, _logs(home)
+
         stop = _dagster(config, home, home / "stop.log", "job", "execute", "-j", "stop_live_capture")
         assert stop.wait(150) == 0, _logs(home)
         for proc in procs:
@@ -152,7 +169,7 @@ def test_capture_and_two_worker_runs_follow_changes_and_stop_live_capture_ends_t
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
     logs = _logs(home)
-    assert "sent SIGTERM to its process" in (home / "stop.log").read_text(), logs
+    assert (home / "stop.log").read_text().count("sent SIGTERM to its process") == 2, logs  # the two left
     with DagsterInstance.from_config(str(home)) as instance:
         statuses = {r.tags[SLOT_TAG]: r.status for r in instance.get_runs(RunsFilter(job_name="live_capture"))}
         assert set(statuses.values()) == {DagsterRunStatus.CANCELED}, (statuses, logs)
@@ -207,6 +224,32 @@ def test_keeper_asks_for_the_capture_role_and_each_missing_worker_with_their_tag
         _add_run(instance, "live_capture", DagsterRunStatus.QUEUED, requests[0].tags)
         again = keeper(build_sensor_context(instance=instance))
         assert [r.tags[SLOT_TAG] for r in again] == ["kslot/worker-1", "kslot/worker-3"]
+
+
+def test_the_keepers_run_configs_are_valid_for_live_capture(tmp_path) -> None:
+    from dagster import validate_run_config
+
+    project = _project(tmp_path, {"type": "kafka", "bootstrap": "127.0.0.1:9092", "topic": "t", "workers": 1})
+    job = build_live_capture(project)
+    with instance_for_test() as instance:
+        for request in build_keeper(job, project)(build_sensor_context(instance=instance)):
+            assert validate_run_config(job, request.run_config)["ops"]["capture"]["config"]["role"] in (
+                "capture", "worker")
+
+
+def test_stop_live_cancels_a_queued_role_run_and_leaves_other_slots_alone(tmp_path) -> None:
+    from flusso_dagster.jobs import stop_live
+
+    queued = {"run_coordinator": {"module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator"}}
+    with instance_for_test(overrides=queued) as instance:
+        mine = _add_run(instance, "live_capture", DagsterRunStatus.QUEUED,
+                        {SLOT_TAG: "kslot/worker-1", LIVE_TAG: "kslot", ROLE_TAG: "worker"})
+        other = _add_run(instance, "live_capture", DagsterRunStatus.QUEUED,
+                         {SLOT_TAG: "other", LIVE_TAG: "other", ROLE_TAG: "live"})
+        (done,) = stop_live(instance, "kslot")
+        assert done == f"worker run {mine.run_id}: canceled (queued) or terminated by the run launcher"
+        assert instance.get_run_by_id(mine.run_id).status == DagsterRunStatus.CANCELED
+        assert instance.get_run_by_id(other.run_id).status == DagsterRunStatus.QUEUED
 
 
 def test_keeper_asks_for_one_live_run_with_the_channel(tmp_path) -> None:

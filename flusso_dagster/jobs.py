@@ -58,7 +58,7 @@ def build_live_capture(project: Project) -> JobDefinition:
     return live_capture
 
 
-def stop_live(instance: DagsterInstance, slot: str, grace_s: float = 10.0) -> list[str]:
+def stop_live(instance: DagsterInstance, slot: str) -> list[str]:
     """Ask every run of live_capture on `slot` (every role: tag `flusso/live`) to stop, the way the UI's
     Terminate does (the run coordinator: a queued run is canceled, a started one terminated by the run
     launcher); a run the launcher did not launch (`dagster job execute`) whose process runs here is

@@ -41,7 +41,8 @@ layout: $(STAMP)
 	$(BIN)/python scripts/check_layout.py
 
 # Everything but the Kafka queue's end-to-end tests, which `make test-kafka` runs (CI runs both).
-KAFKA_TESTS := tests/test_kafka_queue.py tests/test_kafka_roles.py tests/test_kafka_faults.py tests/test_kafka_ops.py
+KAFKA_TESTS := tests/test_kafka_queue.py tests/test_kafka_roles.py tests/test_kafka_faults.py tests/test_kafka_ops.py \
+	tests/test_dagster_kafka.py
 test: $(STAMP) services lint layout
 	$(BIN)/pytest -q $(addprefix --ignore=,$(KAFKA_TESTS))
 

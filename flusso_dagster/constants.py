@@ -8,7 +8,12 @@ from dagster import DagsterRunStatus
 INDEX_TAG = "flusso/index"
 """Run tag naming the index a run backfills: `dagster.yaml` allows one run per value."""
 SLOT_TAG = "flusso/slot"
-"""Run tag naming the slot a live_capture run reads: `dagster.yaml` allows one run per value."""
+"""Run tag naming the slot a live_capture run reads (`<slot>/worker-<i>` for Kafka's worker i):
+`dagster.yaml` allows one run per value."""
+LIVE_TAG = "flusso/live"
+"""Run tag of every live_capture run of a slot, whatever its role: what stopping live capture filters on."""
+ROLE_TAG = "flusso/role"
+"""Run tag saying what a live_capture run runs: `live` (one process), `capture` or `worker` (Kafka)."""
 REPLACES_TAG = "flusso/replaces"
 """Run tag of a live_capture run the keeper started in place of stale ones (their run ids)."""
 PARTITION_TAG = "dagster/partition"

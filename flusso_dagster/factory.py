@@ -8,7 +8,7 @@ from dagster import Definitions, EnvVar
 
 from .assets import build_search_index, flusso_live, index_partitions
 from .checks import build_checks
-from .jobs import build_live_capture, build_verify_repair
+from .jobs import build_live_capture, build_stop_live_capture, build_verify_repair
 from .project import SECRET_VARS, Project
 from .resources import FlussoConfigResource, FlussoResource
 from .schedules import build_reseed, build_verify_schedule
@@ -34,7 +34,7 @@ def build_definitions(project: Project | None = None) -> Definitions:
         assets=[search_index, flusso_live],
         asset_checks=[build_checks(search_index, partitions, project.verify_sample),
                       build_seeded_check(search_index), build_slot_check()],
-        jobs=[live_capture, verify_repair],
+        jobs=[live_capture, build_stop_live_capture(project), verify_repair],
         sensors=[build_keeper(live_capture, project), build_seed_sensor(search_index),
                  build_slot_health_sensor(project)],
         schedules=[build_reseed(search_index, project), build_verify_schedule(verify_repair, project)],

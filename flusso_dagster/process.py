@@ -72,6 +72,15 @@ class Worker:
         """This very process is still running on this machine."""
         return self.machine == this_machine() and self.pid != os.getpid() and _started(self.pid) == self.started
 
+    def terminate(self) -> str:
+        """SIGTERM: Dagster makes it the op's interruption, as a termination from the UI (the engine
+        flushes and acknowledges, the run ends canceled). Says what it did."""
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return f"its process (pid {self.pid}) had exited"
+        return f"sent SIGTERM to its process (pid {self.pid})"
+
     def end(self, grace_s: float) -> str:
         """Wait up to `grace_s` for it to exit (a termination was asked for), then SIGKILL it: a paused
         (SIGSTOP) or stuck worker answers nothing else, and holds the slot while it lives. Says what it did."""

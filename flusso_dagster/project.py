@@ -36,6 +36,8 @@ class Project:
     config_path: str
     indexes: tuple[str, ...]
     slot: str
+    queue: str = "channel"  # queue.type: with kafka, live_capture runs a capture role and `workers` workers
+    workers: int = 1  # queue.workers (kafka only)
     heartbeat_s: float = 60.0
     slot_check_s: float = 60.0  # how often slot_health_sensor reads the slot's health
     reseed_cron: str = "0 3 * * 0"
@@ -48,12 +50,14 @@ class Project:
                  env: Mapping[str, str] | None = None) -> Project:
         env = os.environ if env is None else env
         path = Path(config_path or env.get("FLUSSO_CONFIG") or DEFAULT_CONFIG).resolve()
-        indexes, slot = read_names(path, env)
+        names = read_names(path, env)
         reseed = tuple(n.strip() for n in env.get("FLUSSO_RESEED_INDEXES", "").split(",") if n.strip())
         return cls(
             config_path=str(path),
-            indexes=indexes,
-            slot=slot,
+            indexes=names.indexes,
+            slot=names.slot,
+            queue=names.queue,
+            workers=names.workers,
             heartbeat_s=float(env.get("FLUSSO_HEARTBEAT_S") or 60.0),
             slot_check_s=float(env.get("FLUSSO_SLOT_CHECK_S") or 60.0),
             reseed_cron=env.get("FLUSSO_RESEED_CRON") or "0 3 * * 0",
@@ -75,8 +79,19 @@ def _sample(value: str | None) -> int | None:
         raise ConfigError([Problem("FLUSSO_VERIFY_SAMPLE", f"{value!r}: a number of ids, or `full`")]) from None
 
 
-def read_names(path: Path, env: Mapping[str, str]) -> tuple[tuple[str, ...], str]:
-    """The index names and the slot, without validating the rest (a missing secret is not an error here)."""
+@dataclass(frozen=True)
+class Names:
+    """What the definitions are built from: the index names, the slot, the queue and its workers."""
+
+    indexes: tuple[str, ...]
+    slot: str
+    queue: str = "channel"
+    workers: int = 1
+
+
+def read_names(path: Path, env: Mapping[str, str]) -> Names:
+    """The index names, the slot and the queue's workers, without validating the rest (a missing
+    secret is not an error here)."""
     try:
         text = path.read_text()
     except OSError as err:
@@ -93,6 +108,13 @@ def read_names(path: Path, env: Mapping[str, str]) -> tuple[tuple[str, ...], str
         problems.append(Problem("indexes", "no index is configured: the search_index asset needs one"))
     if not isinstance(slot, str) or not slot:
         problems.append(Problem("source.slot", "no slot is configured: live_capture needs one"))
+    queue = raw.get("queue") if isinstance(raw, dict) else None
+    queue = queue if isinstance(queue, dict) else {}
+    kind = queue.get("type", "channel")
+    workers = queue.get("workers", 1)
+    if kind == "kafka" and (isinstance(workers, bool) or not isinstance(workers, int) or not 0 < workers <= 256):
+        problems.append(Problem("queue.workers", f"{workers!r} is not a number of workers from 1 to 256: "
+                                "live_capture runs that many worker roles, e.g. workers: 2"))
     if problems:
         raise ConfigError(problems, str(path))
-    return tuple(str(name) for name in indexes), slot
+    return Names(tuple(str(name) for name in indexes), slot, str(kind), workers if kind == "kafka" else 1)

@@ -28,6 +28,7 @@ from dagster import (
     OpExecutionContext,
 )
 
+from flusso_engine import roles
 from flusso_engine.capture.slots import SlotHealth
 from flusso_engine.changes import int_to_lsn
 from flusso_engine.config import FlussoConfig, load_config
@@ -196,29 +197,42 @@ class FlussoResource(ConfigurableResource):
 
     # --- for the live_capture job ---------------------------------------------------------
 
-    def run_live(self, context: OpExecutionContext, stop: threading.Event | None = None) -> None:
+    def run_live(self, context: OpExecutionContext, role: str = "live", stop: threading.Event | None = None) -> None:
         """Mapping first, then the live loop (no backfill) until the run is terminated or `stop` is set.
 
-        The op's thread records a heartbeat every `heartbeat_s` as an observation of `flusso_live`,
-        with the slot's lag and the throughput: as long as the run's process is alive, whatever
-        the engine is busy with, so a stale heartbeat means a dead worker.
+        `role` (Kafka's queue, `flusso_engine.roles`): `capture` prepares the slot and streams it into
+        the topic; `worker` consumes, builds and flushes; `live` (the default) does both in this
+        process, as `flusso run` does. The op's thread records a heartbeat every `heartbeat_s` as an
+        observation of `flusso_live`, with the slot's lag (capture, live) and the throughput: as long
+        as the run's process is alive, whatever the engine is busy with, so a stale heartbeat means a
+        dead process.
         """
         stop = stop or threading.Event()
         observer = DagsterObserver(context.log, every=self.progress_every_s)
-        heartbeat = Heartbeat(context, observer, self.heartbeat_s)
+        heartbeat = Heartbeat(context, observer, self.heartbeat_s, role)
 
         def work() -> None:
             with self.engine(stop, observer) as engine:
+                if role == "worker":
+                    roles.check_role_queue(engine)
+                    heartbeat.state = "live"
+                    roles.run_worker(engine)  # holds no slot: attaches to the state the capture role adopted
+                    return
+                if role == "capture":
+                    roles.check_role_queue(engine)  # before the slot is made: a channel cannot take this role
                 engine.prepare()
                 heartbeat.state = "live"
                 engine.report_lag()
-                engine.live()
+                if role == "capture":
+                    roles.run_capture(engine)
+                else:
+                    engine.live()
                 _released(engine)
                 engine.report_lag()  # where the slot stands after the last ack
 
         heartbeat.beat()
         try:
-            supervise(work, stop, on_wait=heartbeat.maybe_beat, log=context.log, name="flusso-live")
+            supervise(work, stop, on_wait=heartbeat.maybe_beat, log=context.log, name=f"flusso-{role}")
         finally:
             heartbeat.state = "stopped"
             heartbeat.last_beat()
@@ -237,8 +251,10 @@ def _released(engine: Engine, timeout_s: float = 5.0) -> None:
 class Heartbeat:
     """live_capture's heartbeat: an `AssetObservation` of `flusso_live` from the op's own thread."""
 
-    def __init__(self, context: OpExecutionContext, observer: DagsterObserver, every: float) -> None:
+    def __init__(self, context: OpExecutionContext, observer: DagsterObserver, every: float,
+                 role: str = "live") -> None:
         self.context = context
+        self.role = role
         self.observer = observer
         self.every = every
         self.state = "starting"
@@ -268,6 +284,7 @@ class Heartbeat:
         self._last = (now, documents, changes)
         metadata: dict[str, object] = {
             "state": self.state,
+            "role": self.role,
             "heartbeat": MetadataValue.timestamp(time.time()),
             "documents_per_s": round((documents - documents_then) / seconds, 1),
             "changes_per_s": round((changes - changes_then) / seconds, 1),

@@ -1,4 +1,4 @@
-"""`live_capture_keeper` keeps one live_capture run per slot; `seed_sensor` seeds what the sink
+"""`live_capture_keeper` keeps one live_capture run per slot (per role with Kafka); `seed_sensor` seeds what the sink
 says is unseeded, and records when an index's seeded state changes (seed_state.py)."""
 
 
@@ -26,6 +26,7 @@ from dagster import (
 
 from .assets import SEARCH_INDEX, index_runs
 from .constants import ACTIVE_STATUSES, INDEX_TAG, KEEPER_STATUSES, REPLACES_TAG, SLOT_TAG
+from .live_roles import roles_of
 from .process import Worker, this_machine
 from .project import Project
 from .resources import FlussoResource
@@ -114,19 +115,39 @@ def keep_alive(instance: DagsterInstance, job_name: str, slot: str, stale_after_
     return RunRequest(run_key=None, tags=tags)
 
 
+def keep_roles(instance: DagsterInstance, job_name: str, project: Project, stale_after_s: float,
+               now: float | None = None) -> RunRequest | list[RunRequest] | SkipReason:
+    """`keep_alive` for each of the slot's roles (live_roles.py): with the channel one `live` run, as
+    before; with Kafka the capture role and each worker, each launched with its role's config and tags."""
+    roles = roles_of(project)
+    if len(roles) == 1 and roles[0].role == "live":
+        return keep_alive(instance, job_name, project.slot, stale_after_s, now)
+    requests, skipped = [], []
+    for role in roles:
+        result = keep_alive(instance, job_name, role.slot_tag, stale_after_s, now)
+        if isinstance(result, SkipReason):
+            skipped.append(result.skip_message or "")
+            continue
+        requests.append(RunRequest(run_key=None, run_config=role.run_config(),
+                                   tags={**result.tags, **role.tags(project.slot)}))
+    return requests or SkipReason("; ".join(skipped))
+
+
 def build_keeper(live_capture: JobDefinition, project: Project) -> SensorDefinition:
     stale_after_s = 3 * project.heartbeat_s
+    what = (f"the capture role and {project.workers} worker run(s) (Kafka)" if project.queue == "kafka"
+            else "live_capture")
 
     @sensor(
         name="live_capture_keeper",
         job=live_capture,
         default_status=DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=30,
-        description=f"Starts live_capture whenever no run of it is queued or in progress on slot "
+        description=f"Starts {what} whenever no run of it is queued or in progress on slot "
                     f"{project.slot}; ends and replaces a run without a heartbeat for {stale_after_s:.0f}s.",
     )
-    def live_capture_keeper(context: SensorEvaluationContext) -> RunRequest | SkipReason:
-        return keep_alive(context.instance, live_capture.name, project.slot, stale_after_s)
+    def live_capture_keeper(context: SensorEvaluationContext) -> RunRequest | list[RunRequest] | SkipReason:
+        return keep_roles(context.instance, live_capture.name, project, stale_after_s)
 
     return live_capture_keeper
 

@@ -34,11 +34,11 @@ def test_kafka_queue_with_its_settings_and_defaults() -> None:
     assert queue.type == "kafka"
     assert queue.bootstrap == "127.0.0.1:9092,kafka2:9092"
     assert (queue.topic, queue.partitions, queue.consumer_group) == ("flusso.books", 6, "flusso-flusso.books")
-    assert (queue.producer_buffer, queue.fetch_max) == (64 * 1024**2, 16 * 1024**2)
-    raw["queue"].update(partitions=12, group="search", producer_buffer="128MB", fetch_max="4MB")
+    assert (queue.producer_buffer, queue.fetch_max, queue.workers) == (64 * 1024**2, 16 * 1024**2, 1)
+    raw["queue"].update(partitions=12, group="search", producer_buffer="128MB", fetch_max="4MB", workers=4)
     queue = parse_config(raw, env={"FLUSSO_PG_DSN": "postgresql://u:p@h/db"}).queue
-    assert (queue.partitions, queue.consumer_group, queue.producer_buffer, queue.fetch_max) == (
-        12, "search", 128 * 1024**2, 4 * 1024**2)
+    assert (queue.partitions, queue.consumer_group, queue.producer_buffer, queue.fetch_max, queue.workers) == (
+        12, "search", 128 * 1024**2, 4 * 1024**2, 4)
 
 
 def test_kafka_queue_needs_its_brokers_and_topic() -> None:
@@ -59,6 +59,10 @@ def test_kafka_queue_needs_its_brokers_and_topic() -> None:
         ({"type": "kafka", "bootstrap": "h:9092", "topic": "t", "producer_buffer": "10kB"}, "queue.producer_buffer",
          "below 1MB"),
         ({"type": "channel", "topic": "t"}, "queue.topic", "is a setting of type: kafka, not of channel"),
+        ({"type": "channel", "workers": 2}, "queue.workers", "is a setting of type: kafka, not of channel"),
+        ({"type": "kafka", "bootstrap": "h:9092", "topic": "t", "workers": 0}, "queue.workers", "greater than 0"),
+        ({"type": "kafka", "bootstrap": "h:9092", "topic": "t", "workers": 300}, "queue.workers",
+         "must be at most 256"),
     ],
 )
 def test_a_wrong_queue_setting_names_its_path_and_the_fix(queue: dict[str, Any], path: str, says: str) -> None:

@@ -62,7 +62,7 @@ class BatchConfig(Strict):
 
 
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")  # Kafka's legal topic names
-_KAFKA_ONLY = ("bootstrap", "topic", "partitions", "group", "producer_buffer", "fetch_max")
+_KAFKA_ONLY = ("bootstrap", "topic", "partitions", "group", "producer_buffer", "fetch_max", "workers")
 
 
 class QueueConfig(Strict):
@@ -80,6 +80,9 @@ class QueueConfig(Strict):
     # kafka: bytes the producer may hold unconfirmed (capture waits beyond), and the consumer may fetch ahead
     producer_buffer: int = 64 * 1024**2
     fetch_max: int = 16 * 1024**2
+    # kafka: how many worker roles Dagster's live_capture keeps running beside the capture role
+    # (`flusso run --role worker` is started by hand and ignores it); more than `partitions` idle
+    workers: int = Field(1, gt=0, le=256)
 
     @field_validator("type")
     @classmethod

@@ -3,6 +3,7 @@ says is unseeded, and records when an index's seeded state changes (seed_state.p
 
 
 import json
+import logging
 import time
 from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
@@ -25,7 +26,7 @@ from dagster import (
 )
 
 from .assets import SEARCH_INDEX, index_runs
-from .constants import ACTIVE_STATUSES, INDEX_TAG, KEEPER_STATUSES, REPLACES_TAG, SLOT_TAG
+from .constants import ACTIVE_STATUSES, INDEX_TAG, KEEPER_STATUSES, REPLACES_TAG, ROLE_TAG, SLOT_TAG
 from .live_roles import roles_of
 from .process import Worker, this_machine
 from .project import Project
@@ -115,10 +116,41 @@ def keep_alive(instance: DagsterInstance, job_name: str, slot: str, stale_after_
     return RunRequest(run_key=None, tags=tags)
 
 
+def retire_roles(instance: DagsterInstance, job_name: str, project: Project) -> list[str]:
+    """Stop the slot's runs whose role the config no longer has (`queue.workers` lowered: the workers
+    past it; the queue switched between channel and Kafka: the runs of the other layout), the way
+    the UI's Terminate does (each flushes and acknowledges first). Says what was done."""
+    wanted = {(r.role, r.slot_tag) for r in roles_of(project)}
+    done = []
+    for record in instance.get_run_records(RunsFilter(job_name=job_name, statuses=KEEPER_STATUSES)):
+        run = record.dagster_run
+        tag = run.tags.get(SLOT_TAG, "")
+        if run.status == DagsterRunStatus.CANCELING or not (
+                tag == project.slot or tag.startswith(f"{project.slot}/worker-")):
+            continue
+        role = run.tags.get(ROLE_TAG, "live")  # runs from before roles: live
+        if (role, tag) in wanted:
+            continue
+        try:
+            ended = instance.run_coordinator.cancel_run(run.run_id)
+        except Exception as err:  # noqa: BLE001 - the code server may be gone
+            ended, why = False, type(err).__name__
+        else:
+            why = "the run launcher did not end it"
+        done.append(f"{role} run {run.run_id} ({SLOT_TAG}={tag}) is not one of the config's roles now: "
+                    + ("asked it to stop" if ended else f"could not stop it ({why}): terminate it by hand"))
+    return done
+
+
 def keep_roles(instance: DagsterInstance, job_name: str, project: Project, stale_after_s: float,
-               now: float | None = None) -> RunRequest | list[RunRequest] | SkipReason:
+               now: float | None = None, log: logging.Logger | None = None,
+               ) -> RunRequest | list[RunRequest] | SkipReason:
     """`keep_alive` for each of the slot's roles (live_roles.py): with the channel one `live` run, as
-    before; with Kafka the capture role and each worker, each launched with its role's config and tags."""
+    before; with Kafka the capture role and each worker, each launched with its role's config and tags.
+    Runs of roles the config no longer has are stopped first (`retire_roles`)."""
+    for line in retire_roles(instance, job_name, project):
+        if log is not None:
+            log.warning(line)
     roles = roles_of(project)
     if len(roles) == 1 and roles[0].role == "live":
         return keep_alive(instance, job_name, project.slot, stale_after_s, now)
@@ -147,7 +179,7 @@ def build_keeper(live_capture: JobDefinition, project: Project) -> SensorDefinit
                     f"{project.slot}; ends and replaces a run without a heartbeat for {stale_after_s:.0f}s.",
     )
     def live_capture_keeper(context: SensorEvaluationContext) -> RunRequest | list[RunRequest] | SkipReason:
-        return keep_roles(context.instance, live_capture.name, project, stale_after_s)
+        return keep_roles(context.instance, live_capture.name, project, stale_after_s, log=context.log)
 
     return live_capture_keeper
 

@@ -252,6 +252,26 @@ def test_stop_live_cancels_a_queued_role_run_and_leaves_other_slots_alone(tmp_pa
         assert instance.get_run_by_id(other.run_id).status == DagsterRunStatus.QUEUED
 
 
+def test_keeper_stops_the_runs_of_roles_the_config_no_longer_has(tmp_path) -> None:
+    """queue.workers lowered from 3 to 1, and a `live` run left from the channel: the keeper stops
+    worker 2 and 3 and the live run, keeps worker 1, and leaves another slot's runs alone."""
+    from flusso_dagster.sensors import keep_roles
+
+    project = _project(tmp_path, {"type": "kafka", "bootstrap": "127.0.0.1:9092", "topic": "t", "workers": 1})
+    queued = {"run_coordinator": {"module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator"}}
+    with instance_for_test(overrides=queued) as instance:
+        runs = {tag: _add_run(instance, "live_capture", DagsterRunStatus.QUEUED,
+                              {SLOT_TAG: tag, LIVE_TAG: slot, ROLE_TAG: role})
+                for tag, slot, role in [("kslot/worker-1", "kslot", "worker"), ("kslot/worker-2", "kslot", "worker"),
+                                        ("kslot/worker-3", "kslot", "worker"), ("kslot", "kslot", "live"),
+                                        ("other/worker-7", "other", "worker")]}
+        keep_roles(instance, "live_capture", project, 60.0)
+        statuses = {tag: instance.get_run_by_id(run.run_id).status for tag, run in runs.items()}
+    assert statuses == {"kslot/worker-1": DagsterRunStatus.QUEUED, "kslot/worker-2": DagsterRunStatus.CANCELED,
+                        "kslot/worker-3": DagsterRunStatus.CANCELED, "kslot": DagsterRunStatus.CANCELED,
+                        "other/worker-7": DagsterRunStatus.QUEUED}
+
+
 def test_keeper_asks_for_one_live_run_with_the_channel(tmp_path) -> None:
     project = _project(tmp_path, {"type": "channel"})
     keeper = build_keeper(build_live_capture(project), project)

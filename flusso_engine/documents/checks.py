@@ -21,7 +21,7 @@ from ..config import FlussoConfig, RelationConfig, did_you_mean, qualify, relati
 from ..config.fields import field_column
 from ..error import Problem
 from ..keys import KEY_FIX, key_type_problem
-from .routes import index_routes
+from .routes import index_routes, routing_columns
 from .tree import index_tree
 
 _PLAIN_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -83,6 +83,8 @@ def old_row_columns(config: FlussoConfig, catalog: Catalog | None = None) -> dic
         for node, _ in index_tree(index, catalog).walk():
             if node.through is not None:
                 needed.setdefault(node.through.table, set()).update(node.through.child_side)
+    for table, columns in routing_columns(config.indexes).items():
+        needed.setdefault(table, set()).update(columns)
     return needed
 
 
@@ -119,6 +121,8 @@ def schema_problems(config: FlussoConfig, catalog: Catalog, relations: Mapping[s
             continue
         problems += _columns(table, f"{base}.key", index.key)
         problems += _field_columns(table, base, index.fields)
+        if index.routing is not None:
+            problems += _columns(table, f"{base}.routing", [index.routing])
         if not _missing(table, index.key):
             if table.kind == "table" and not table.is_unique(index.key):  # a view's key is its author's word
                 problems.append(Problem(f"{base}.key", _not_unique(table, index.key)))

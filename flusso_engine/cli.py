@@ -186,7 +186,10 @@ def _validate(config: FlussoConfig) -> int:
         print(refused, file=sys.stderr)
         return EXIT_CONFIG
     if problems:
-        print(ConfigError(problems, f"flusso.yaml, checked against {config.sink.type}"), file=sys.stderr)
+        from .redact import redact_url
+
+        where = ", ".join(redact_url(h) for h in getattr(config.sink, "hosts", None) or []) or config.sink.type
+        print(ConfigError(problems, f"flusso.yaml, checked against {where}"), file=sys.stderr)
         return EXIT_CONFIG
     print(f"ok: {len(config.indexes)} index(es), {len(config.tables())} table(s)")
     return EXIT_OK

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from flusso_engine.cli import main
+from flusso_engine.documents import Built
 
 from .e2e import Flusso, flusso, sql, write_config
 
@@ -71,6 +72,20 @@ def _shards_differ(opensearch, index: str, a: str, b: str) -> bool:
     def shard(routing: str) -> int:
         return opensearch.search_shards(index=index, routing=routing)["shards"][0][0]["shard"]
     return shard(a) != shard(b)
+
+
+def test_a_build_writes_under_the_rows_routing_and_deletes_under_every_other_it_may_have_been_under() -> None:
+    built = Built({"1": "{}", "2": None, "3": None, "4": "{}"}, 100,
+                  routing={"1": "b", "3": "c", "4": "x"})  # 2's row is gone; 3's a plugin dropped
+    before = {"1": {"a", "b"}, "2": {"a"}}  # 1 moved a -> b; 2 was deleted under a
+    assert list(built.writes(before)) == [
+        ("1", None, "a"), ("1", "{}", "b"),  # never two copies: the old one goes in the same flush
+        ("2", None, "a"),
+        ("3", None, "c"),
+        ("4", "{}", "x"),
+    ]
+    unrouted = Built({"1": "{}", "2": None}, 100)
+    assert list(unrouted.writes(before)) == [("1", "{}", None), ("2", None, None)]
 
 
 @pytest.fixture(params=["wal", "polling"])
@@ -183,8 +198,8 @@ def _through(docs: dict[str, list[tuple[str | None, dict]]], transforms: bool) -
     """`docs` as the pipeline leaves them."""
     if not transforms:
         return docs
-    return {i: [(r, {**d, "title": d["title"].lower(), "via": "pipeline"}) for r, d in copies_]
-            for i, copies_ in docs.items()}
+    return {i: [(r, {**d, "title": d["title"].lower(), "via": "pipeline"}) for r, d in found]
+            for i, found in docs.items()}
 
 
 def wait_ingested(opensearch, name: str, n: int, timeout: float = 30) -> None:
@@ -264,6 +279,13 @@ def test_validate_reports_a_missing_routing_column_and_a_missing_pipeline(fresh_
     assert done.returncode == 1
     assert (f'indexes.{index_prefix}books.routing: column "shopp" does not exist in public.book '
             '(did you mean "shop"?)') in done.stderr
+    config = write_config(tmp_path / "flusso.yaml", fresh_db, index_prefix, indexes={"books": books(routing="title")})
+    sql(fresh_db, "ALTER TABLE book ALTER COLUMN title DROP NOT NULL")
+    done = flusso("validate", config=config)
+    assert done.returncode == 1
+    assert (f'indexes.{index_prefix}books.routing: column "title" of public.book may be NULL, and every document '
+            "needs a routing value: make it NOT NULL (ALTER TABLE public.book ALTER COLUMN title SET NOT NULL)"
+            ) in done.stderr
     missing = f"{index_prefix}nowhere"
     config = write_config(tmp_path / "flusso.yaml", fresh_db, index_prefix, indexes={"books": books(pipeline=missing)})
     done = flusso("validate", config=config)

@@ -26,7 +26,7 @@ from .documents import Built, DocumentBuilder
 from .error import SourceError
 from .observer import BackfillReport, BatchStats
 from .pipeline import CaptureThread, Flushes, Worker, drive
-from .sinks import Sink
+from .sinks import Sink, write_built
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -136,8 +136,7 @@ def _shared(engine: Engine, index: str, target: str, builder: SharingBuilder, si
 
     def write(built: Built) -> None:
         stats = BatchStats(changes=len(built.docs), documents=len(built.docs))
-        for i, doc in built.docs.items():
-            sink.write(target, i, doc, built.position)
+        write_built(sink, target, built)
         position = built.position
         flushes.send(stats, lambda: engine.raise_bounds(0, position))
         flushes.settle()

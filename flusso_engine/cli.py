@@ -181,20 +181,28 @@ def _validate(config: FlussoConfig) -> int:
     if report.problems:
         print(ConfigError(report.problems, f"flusso.yaml, checked against {endpoint(dsn)}"), file=sys.stderr)
         return EXIT_CONFIG
-    refused = _sink_refusal(config)
+    refused, problems = _sink_refusal(config)
     if refused:
         print(refused, file=sys.stderr)
+        return EXIT_CONFIG
+    if problems:
+        from .redact import redact_url
+
+        where = ", ".join(redact_url(h) for h in getattr(config.sink, "hosts", None) or []) or config.sink.type
+        print(ConfigError(problems, f"flusso.yaml, checked against {where}"), file=sys.stderr)
         return EXIT_CONFIG
     print(f"ok: {len(config.indexes)} index(es), {len(config.tables())} table(s)")
     return EXIT_OK
 
 
-def _sink_refusal(config: FlussoConfig) -> str | None:
+def _sink_refusal(config: FlussoConfig) -> tuple[str | None, list]:
     """Whether the sink refuses flusso (its certificate, the credentials), asked the way `run` asks
-    before anything runs; None if it answers or is merely unreachable for now."""
+    before anything runs (None if it answers or is merely unreachable for now); and the problems it
+    finds with the config (an ingest pipeline named that it lacks)."""
     from . import registry
-    from .error import Refused
+    from .error import Refused, SinkError
     from .policy import FailurePolicies
+    from .validate import pipeline_problems
 
     context = registry.Context.for_sink(config, FailurePolicies.from_config(config.failures))
     sink = registry.create("sinks", config.sink.type, context)
@@ -202,13 +210,15 @@ def _sink_refusal(config: FlussoConfig) -> str | None:
         preflight = getattr(sink, "preflight", None)
         if preflight is not None:
             preflight()
+        return None, pipeline_problems(config, sink)
     except Refused as err:
-        return str(err)
+        return str(err), []
+    except SinkError:  # unreachable for now: `run` retries, and checks the pipelines again
+        return None, []
     finally:
         close = getattr(sink, "close", None)
         if close is not None:
             close()
-    return None
 
 
 def _engine(config: FlussoConfig, stop: threading.Event, progress: bool = False):

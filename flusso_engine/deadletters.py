@@ -19,7 +19,7 @@ from .config import FlussoConfig
 from .documents import DocumentBuilder
 from .error import ConfigError, Problem
 from .policy import FailurePolicies
-from .sinks import DeadLetter, DeadLetterSink
+from .sinks import DeadLetter, DeadLetterSink, write_built
 
 log = logging.getLogger("flusso.deadletters")
 
@@ -55,8 +55,7 @@ def replay(index: str, letters: Sequence[DeadLetter], builder: DocumentBuilder, 
         chunk = letters[start:start + chunk_size]
         by_id = {d.doc_id: d for d in chunk}
         built = builder.build(index, list(by_id))
-        for doc_id, doc in built.docs.items():
-            sink.write(index, doc_id, doc, built.position)
+        write_built(sink, index, built)
         flushed = sink.flush()
         still = {r.doc_id for r in flushed.rejected if r.index == index}
         sink.remove_dead_letters(index, [d for i, d in by_id.items() if i not in still])

@@ -36,7 +36,7 @@ from .routing import Routing, wait_for
 from .sinks import GenerationSink, SeedMarker, Sink
 from .slotidentity import SlotIdentity
 from .slotstate import SlotGuard
-from .validate import validate
+from .validate import put_pipelines, validate
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +192,7 @@ class Engine(Reseeds, SlotIdentity):
             log.warning("dropped %s %s (--recreate-slot): every index will be reseeded", what, self.config.source.slot)
         created = self.capture.prepare(self.config.captured_tables())
         missed = {} if created else self._missed(self.capture.repairs)
+        put_pipelines(self.config, self.sink)  # before any index that names one is created
         for index in self.config.indexes:
             if self.generations is not None:
                 self.generations.reconcile(index)  # a rebuild killed earlier: its generation goes

@@ -16,7 +16,7 @@ from typing import Any
 from .catalog import Catalog
 from .config import FlussoConfig, IndexConfig, qualify
 from .documents.mapping import index_mapping
-from .documents.routes import Route, full_identity, index_routes, old_columns
+from .documents.routes import Route, full_identity, index_routes, old_columns, routing_columns
 from .documents.tree import Node, index_tree
 from .sinks.marker import mapping_definition_hash
 
@@ -65,7 +65,8 @@ class Plan:
     """Tables (qualified) that need REPLICA IDENTITY FULL: resolve reads old values their default
     identity does not send (see `documents.routes.full_identity`)."""
     old_columns: Mapping[str, frozenset[str]]
-    """Per table, the columns resolve reads from its rows (the old ones too)."""
+    """Per table, the columns resolve reads from its rows (the old ones too), and a root's `routing`
+    column, whose old value a routed index's deletes need."""
 
     def index(self, name: str) -> IndexPlan:
         return self.indexes[name]
@@ -85,8 +86,9 @@ def index_plan(name: str, index: IndexConfig, catalog: Catalog) -> IndexPlan:
 def make_plan(config: FlussoConfig, catalog: Catalog) -> Plan:
     indexes = {name: index_plan(name, index, catalog) for name, index in config.indexes.items()}
     routes = [r for plan in indexes.values() for r in plan.routes]
+    routed = routing_columns(config.indexes)
     return Plan(
         indexes=indexes,
-        full_identity=frozenset(full_identity(routes, catalog)),
-        old_columns={t: frozenset(c) for t, c in old_columns(routes).items()},
+        full_identity=frozenset(full_identity(routes, catalog, routed)),
+        old_columns={t: frozenset(c) for t, c in old_columns(routes, routed).items()},
     )

@@ -61,6 +61,35 @@ def validate(config: FlussoConfig, conn: psycopg.Connection, catalog: Catalog | 
     return report
 
 
+def pipeline_problems(config: FlussoConfig, sink: Any) -> list[Problem]:
+    """Each `pipeline:` given by name only that the sink's cluster lacks (`sinks/opensearch/pipelines.py`);
+    nothing for a sink without ingest pipelines (stdout)."""
+    missing = getattr(sink, "missing_pipelines", None)
+    named = {name: index.pipeline for name, index in config.indexes.items() if isinstance(index.pipeline, str)}
+    if missing is None or not named:
+        return []
+    absent = set(missing(named.values()))
+    return [Problem(f"indexes.{name}.pipeline",
+                    f'ingest pipeline "{pipeline}" does not exist in OpenSearch: create it (PUT _ingest/pipeline/'
+                    f"{pipeline}), or give its body here for flusso to create: pipeline: {{name: {pipeline}, "
+                    "body: {processors: [...]}}")
+            for name, pipeline in named.items() if pipeline in absent]
+
+
+def put_pipelines(config: FlussoConfig, sink: Any) -> None:
+    """Put every pipeline given with its body, then refuse to go on if one named only is missing:
+    before any index is created, since each write would go through it."""
+    put = getattr(sink, "put_pipeline", None)
+    if put is None:
+        return
+    for index in config.indexes.values():
+        if index.pipeline is not None and not isinstance(index.pipeline, str):
+            put(index.pipeline.name, index.pipeline.body)
+    problems = pipeline_problems(config, sink)
+    if problems:
+        raise ConfigError(problems)
+
+
 def capture_checks(backend: str) -> Callable[[FlussoConfig, psycopg.Connection, Catalog], Any]:
     """The `checks` the capture backend named by `source.capture` offers (`capture/<backend>/checks.py`),
     found by name as the registry finds backends: nothing outside a backend's folder imports it."""

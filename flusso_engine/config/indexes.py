@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from .base import Loc, Strict, one_or_many, report
+from .delivery import Pipeline, PipelineConfig, delivery_problems
 from .fields import Fields, PathField, SqlField, TransformConfig, transform_problems
 from .messages import did_you_mean, show, suggest
 from .names import DEAD_LETTER_SUFFIX, OBJECT_RELATIONS, RELATION_TYPES
@@ -208,7 +209,6 @@ class RelationConfig(Strict):
 
 _PLUGIN = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?$")
 
-
 class IndexConfig(Strict):
     table: TableName
     key: list[str]
@@ -220,6 +220,15 @@ class IndexConfig(Strict):
     depends_on: Dependencies = Field(default_factory=list)  # config/views.py: the table is a view
     relations: dict[str, RelationConfig] = Field(default_factory=dict)
     plugins: list[str] = Field(default_factory=list)  # documents/plugins.py: module.path:Class or an entry point
+    # documents/routed.py: a root column whose value routes each document to its shard (`_routing`)
+    routing: str | None = None
+    # the index's default ingest pipeline: an existing one's name, or {name, body} that flusso creates
+    pipeline: Pipeline | None = None
+
+    @property
+    def pipeline_name(self) -> str | None:
+        """The name of the index's default ingest pipeline, however it is given."""
+        return self.pipeline.name if isinstance(self.pipeline, PipelineConfig) else self.pipeline
 
     @field_validator("depends_on", mode="before")
     @classmethod
@@ -256,6 +265,11 @@ class IndexConfig(Strict):
     def _node(self) -> IndexConfig:
         """Fields, mapping and relations against each other: once each of them is valid."""
         report(_node_problems(self.fields, self.mapping, self.relations, self.transform))
+        return self
+
+    @model_validator(mode="after")
+    def _routing_and_pipeline(self) -> IndexConfig:
+        report(delivery_problems(self.routing, self.pipeline, self.settings, bool(self.depends_on)))
         return self
 
     @model_validator(mode="after")

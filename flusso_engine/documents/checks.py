@@ -21,7 +21,7 @@ from ..config import FlussoConfig, RelationConfig, did_you_mean, qualify, relati
 from ..config.fields import field_column
 from ..error import Problem
 from ..keys import KEY_FIX, key_type_problem
-from .routes import index_routes
+from .routes import index_routes, routing_columns
 from .tree import index_tree
 
 _PLAIN_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -83,6 +83,8 @@ def old_row_columns(config: FlussoConfig, catalog: Catalog | None = None) -> dic
         for node, _ in index_tree(index, catalog).walk():
             if node.through is not None:
                 needed.setdefault(node.through.table, set()).update(node.through.child_side)
+    for table, columns in routing_columns(config.indexes).items():
+        needed.setdefault(table, set()).update(columns)
     return needed
 
 
@@ -119,6 +121,8 @@ def schema_problems(config: FlussoConfig, catalog: Catalog, relations: Mapping[s
             continue
         problems += _columns(table, f"{base}.key", index.key)
         problems += _field_columns(table, base, index.fields)
+        if index.routing is not None:
+            problems += _routing_problems(table, f"{base}.routing", index.routing)
         if not _missing(table, index.key):
             if table.kind == "table" and not table.is_unique(index.key):  # a view's key is its author's word
                 problems.append(Problem(f"{base}.key", _not_unique(table, index.key)))
@@ -309,6 +313,26 @@ def _key_problems(table: Table, path: str, key: list[str]) -> list[Problem]:
             )
         )
     return problems
+
+
+def _routing_problems(table: Table, path: str, column: str) -> list[Problem]:
+    """`routing` names a column of the root that is never NULL (a document without a routing value
+    would be refused by the index, `_routing` being required, and so would the delete of its previous
+    version), of a type whose values print one way (a key's rule, `keys.py`: the old value capture
+    sends must be the text the document was routed by)."""
+    if column not in table.columns:
+        return _columns(table, path, [column])
+    found = table.columns[column]
+    if (reason := key_type_problem(found)) is not None:  # its old value must print as its build's does
+        return [Problem(path, f"{table.qualified}.{column} is {found.type_name}, which cannot route documents "
+                              f"({reason}): route by a column of a type with one text per value (text, an "
+                              "integer, uuid, date, an enum)")]
+    if found.not_null:
+        return []
+    return [Problem(path, f'column "{column}" of {table.qualified} may be NULL, and every document needs a '
+                          f"routing value: make it NOT NULL (ALTER TABLE {sql_table(table.qualified)} ALTER COLUMN "
+                          f"{sql_name(column)} SET NOT NULL) once no row holds a NULL there, or route by another "
+                          "column")]
 
 
 def _not_unique(table: Table, key: list[str]) -> str:

@@ -129,14 +129,18 @@ def definition_hash(index: IndexConfig, props: dict[str, Any]) -> str:
 
 
 def index_mapping(index: IndexConfig, catalog: Catalog, tree: Node | None = None) -> dict[str, Any]:
-    """The body to create the index with: settings, and mappings with `_meta.flusso.definition_hash`
-    and the fingerprint field (`FINGERPRINT`), which `_meta.flusso.fingerprint` describes."""
+    """The body to create the index with: settings (with `index.default_pipeline` for `pipeline`), and
+    mappings with `_meta.flusso.definition_hash`, the fingerprint field (`FINGERPRINT`), which
+    `_meta.flusso.fingerprint` describes, and `_routing: {required: true}` for `routing`."""
     props = properties(tree or index_tree(index, catalog), catalog)
-    return {
-        "settings": dict(index.settings),
-        "mappings": {
-            "dynamic": False,
-            "_meta": index_meta(definition_hash(index, props), fingerprint=FINGERPRINT_META),
-            "properties": {FINGERPRINT: dict(FINGERPRINT_MAPPING), **props},
-        },
+    settings = dict(index.settings)
+    if index.pipeline_name is not None:  # every write goes through it, unless a request names another
+        settings["index.default_pipeline"] = index.pipeline_name
+    mappings: dict[str, Any] = {
+        "dynamic": False,
+        "_meta": index_meta(definition_hash(index, props), fingerprint=FINGERPRINT_META),
+        "properties": {FINGERPRINT: dict(FINGERPRINT_MAPPING), **props},
     }
+    if index.routing is not None:  # a write or delete without routing is refused, never misplaced
+        mappings["_routing"] = {"required": True}
+    return {"settings": settings, "mappings": mappings}

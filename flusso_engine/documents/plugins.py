@@ -131,7 +131,7 @@ class PluginBuilder:
             if doc is not None and FINGERPRINT in built_doc:
                 doc = {FINGERPRINT: built_doc[FINGERPRINT], **{k: v for k, v in doc.items() if k != FINGERPRINT}}
             docs[doc_id] = doc
-        return Built(docs=docs, position=built.position, queries=built.queries)
+        return Built(docs=docs, position=built.position, queries=built.queries, routing=built.routing)
 
 def _run(spec: str, plugin: Any, index: str, keys: list[DocId], values: list[Any]) -> list[Any]:
     """One plugin over one chunk: `transform_batch` once, or `transform` per document still present."""

@@ -7,11 +7,12 @@ they are derived once, in the index's plan (`flusso_engine/plan.py`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..catalog import Catalog
-from ..config import FlussoConfig, IndexConfig
+from ..config import FlussoConfig, IndexConfig, qualify
 from ..keys import same_text
 from .tree import Node, index_tree
 
@@ -115,18 +116,33 @@ def index_routes(name: str, index: IndexConfig, catalog: Catalog, tree: Node | N
 def needs_full_identity(config: FlussoConfig, catalog: Catalog) -> set[str]:
     """The tables (qualified) that need REPLICA IDENTITY FULL: see `full_identity`."""
     routes = [r for name, index in config.indexes.items() for r in index_routes(name, index, catalog)]
-    return full_identity(routes, catalog)
+    return full_identity(routes, catalog, routing_columns(config.indexes))
 
 
-def old_columns(routes: list[Route]) -> dict[str, set[str]]:
-    """Per table, the columns resolve reads from its rows, the old ones too."""
+def routing_columns(indexes: Mapping[str, IndexConfig]) -> dict[str, set[str]]:
+    """Per root table, the `routing` columns of the indexes rooted there. Not a route (no document is
+    found by it), but its old value is needed like a route's: a document is deleted under the
+    routing it was indexed under, which a root row's DELETE, or an UPDATE of the column, carries
+    only in its old row (`routed.py`)."""
+    out: dict[str, set[str]] = {}
+    for index in indexes.values():
+        if index.routing is not None and not index.depends_on:
+            out.setdefault(qualify(index.table), set()).add(index.routing)
+    return out
+
+
+def old_columns(routes: list[Route], routed: Mapping[str, set[str]] | None = None) -> dict[str, set[str]]:
+    """Per table, the columns resolve reads from its rows, the old ones too, and the `routing`
+    columns (`routing_columns`) whose old values the writes need."""
     needed: dict[str, set[str]] = {}
     for route in routes:
         needed.setdefault(route.table, set()).update(route.columns)
+    for table, columns in (routed or {}).items():
+        needed.setdefault(table, set()).update(columns)
     return needed
 
 
-def full_identity(routes: list[Route], catalog: Catalog) -> set[str]:
+def full_identity(routes: list[Route], catalog: Catalog, routed: Mapping[str, set[str]] | None = None) -> set[str]:
     """The tables (qualified) that need REPLICA IDENTITY FULL for resolve to find old parents.
 
     Resolve reads a changed row's join-to-parent columns (a root's key) from its old row too. With
@@ -135,10 +151,11 @@ def full_identity(routes: list[Route], catalog: Catalog) -> set[str]:
     key. Otherwise (`review.book_id`; `book_author.book_id` is fine: part of its key) a moved or
     deleted row's old parent would be missed. The columns a row uses to reach its own children do
     not matter: a child that moves is found from the child's own change. A table with REPLICA
-    IDENTITY NOTHING sends no old row at all. Tables missing from the catalog are validation's.
+    IDENTITY NOTHING sends no old row at all. A root's `routing` column counts the same way (a
+document is deleted under its old value). Tables missing from the catalog are validation's.
     """
     out = set()
-    for table, columns in old_columns(routes).items():
+    for table, columns in old_columns(routes, routed).items():
         found = catalog.tables.get(table)
         if found is None:
             continue  # a view (its base tables' routes are judged instead), or missing: validation's

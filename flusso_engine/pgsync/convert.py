@@ -94,7 +94,7 @@ class Converter:
         converted = self._node(root, table.columns.keys())
         self._document_mapping(doc, converted, root)
         body += self._body(converted, doc.setting)
-        notes = self._index_wide(doc)
+        notes = self._index_wide(doc, table.columns.keys(), bool(deps), body)
         entry = Entry(doc.index, body, above=above + notes)
         return entry
 
@@ -317,17 +317,20 @@ class Converter:
             if others:
                 self.report.not_converted.append(f"{doc.path}.mappings: {', '.join(others)}: not converted")
 
-    def _index_wide(self, doc: PgDocument) -> list[str]:
-        """Routing, pipeline, plugins: comments to port by hand, and the report's lines."""
+    def _index_wide(self, doc: PgDocument, columns: Any, view: bool, body: list[Entry]) -> list[str]:
+        """Routing and pipeline become the index's `routing` (a root column, as PGSync's is) and
+        `pipeline` (an existing pipeline's name, as PGSync's is); plugins are comments to port by
+        hand. Returns the comments; the report gets a line for each thing not converted."""
         lines: list[str] = []
-        if doc.routing:
-            lines.append(f"not converted yet: routing by {doc.routing!r} (PGSync: _routing required)")
-            self.report.not_converted.append(f"{doc.path}.routing: {doc.routing!r}: documents are written "
+        if doc.routing and doc.routing in columns and not view:
+            body.append(Entry("routing", doc.routing, "PGSync's routing: _routing required"))
+        elif doc.routing:
+            why = "the root is a view" if view else f"{doc.nodes.qualified} has no column {doc.routing!r}"
+            lines.append(f"not converted: routing by {doc.routing!r} ({why}): flusso routes by a root table's column")
+            self.report.not_converted.append(f"{doc.path}.routing: {doc.routing!r}: {why}: documents are written "
                                              "without custom routing")
         if doc.pipeline:
-            lines.append(f"not converted yet: ingest pipeline {doc.pipeline!r}: set it as the index's "
-                         "index.default_pipeline in settings, or wait for `pipeline:`")
-            self.report.not_converted.append(f"{doc.path}.pipeline: {doc.pipeline!r}: not converted")
+            body.append(Entry("pipeline", doc.pipeline, "PGSync's pipeline: it must exist in OpenSearch"))
         if doc.plugins:
             lines.append(f"not converted: plugins {', '.join(doc.plugins)}: port each one's transform(doc) "
                          "by hand (they run in PGSync's process)")

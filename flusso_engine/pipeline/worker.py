@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING
 
 from ..changes import Change, DocId, Position
 from ..documents import DocumentBuilder
+from ..documents.routed import previous_routings, routed_indexes
 from ..documents.visibility import batch_xids
 from ..observer import BatchStats, Observer
-from ..sinks import Sink
+from ..sinks import Sink, write_built
 from .flushes import Flushes, chunked
 
 if TYPE_CHECKING:
@@ -83,6 +84,8 @@ class Worker:
         self._confirm: Position = 0  # the handled batch's last commit position
         self._version: Position = 0  # the highest build position buffered since the last send
         self._batches: deque[_Handled] = deque()
+        plan = getattr(builder, "plan", None)  # routed indexes delete under old routing values (routed.py)
+        self._plan = plan if plan is not None and routed_indexes(plan) else None
 
     @property
     def documents(self) -> int:
@@ -161,6 +164,7 @@ class Worker:
             return
         affected = self.resolve(changes)
         xids = batch_xids(changes)
+        before = previous_routings(self._plan, changes) if self._plan is not None else {}
         buffered = 0
         for index, ids in affected.items():
             if self.only is not None and index not in self.only:
@@ -169,10 +173,8 @@ class Worker:
                 built = self.builder.build(index, chunk, after=xids)
                 if built.docs:
                     self._version = max(self._version, built.position)
-                targets = self.targets(index)
-                for doc_id, doc in built.docs.items():
-                    for target in targets:
-                        self.sink.write(target, doc_id, doc, built.position)
+                for target in self.targets(index):
+                    write_built(self.sink, target, built, before.get(index))
                 buffered += len(built.docs)
                 stats.documents += len(built.docs)
                 if buffered >= self.max_changes:

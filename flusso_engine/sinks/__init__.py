@@ -7,13 +7,16 @@ backends are folders beside it (`opensearch/`, `stdout/`), each implementing `Si
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..changes import DocId
 from ..error import SinkError
 from .marker import SeedMarker
+
+if TYPE_CHECKING:
+    from ..documents import Built
 
 GENERATION_SEPARATOR = "__g"  # a generation of index `books` is the physical index `books__g<N>`
 
@@ -31,6 +34,7 @@ __all__ = [
     "SeedMarker",
     "Sink",
     "WriteBuffer",
+    "write_built",
 ]
 
 
@@ -63,23 +67,26 @@ class PendingWrite:
     doc_id: DocId
     doc: dict | str | None  # None: delete; a str is the document's JSON text
     version: int
+    routing: str | None = None  # the index's `routing` value the document goes (or went) under
 
 
 class WriteBuffer:
-    """The writes waiting for the next flush, one per (index, id).
+    """The writes waiting for the next flush, one per (index, id, routing).
 
     A document written twice before a flush is sent once: the higher version wins (the lower one
-    would be refused by the version check anyway), the later write on a tie.
+    would be refused by the version check anyway), the later write on a tie. Under two routings
+    they are two documents (two shards, each with its own version): both are sent.
     """
 
     def __init__(self) -> None:
-        self._writes: dict[tuple[str, DocId], PendingWrite] = {}
+        self._writes: dict[tuple[str, DocId, str | None], PendingWrite] = {}
 
-    def add(self, index: str, doc_id: DocId, doc: dict | str | None, version: int) -> None:
-        key = (index, doc_id)
+    def add(self, index: str, doc_id: DocId, doc: dict | str | None, version: int,
+            routing: str | None = None) -> None:
+        key = (index, doc_id, routing)
         old = self._writes.get(key)
         if old is None or old.version <= version:
-            self._writes[key] = PendingWrite(index, doc_id, doc, version)
+            self._writes[key] = PendingWrite(index, doc_id, doc, version, routing)
 
     def writes(self) -> list[PendingWrite]:
         return list(self._writes.values())
@@ -111,11 +118,26 @@ class Sink(Protocol):
     def recreate(self, index: str, mapping: dict) -> None: ...
     def refresh(self, index: str) -> None: ...
     def count(self, index: str) -> int: ...
-    def write(self, index: str, doc_id: DocId, doc: dict | str | None, version: int) -> None: ...
+    def write(self, index: str, doc_id: DocId, doc: dict | str | None, version: int,
+              routing: str | None = None) -> None: ...
     def flush(self) -> FlushReport: ...
     def read_state(self, key: str) -> tuple[dict, Any] | None: ...
     def write_state(self, key: str, doc: dict, token: Any) -> Any | None: ...
     def close(self) -> None: ...
+
+
+def write_built(sink: Sink, index: str, built: Built, before: Mapping[DocId, Collection[str]] | None = None) -> int:
+    """Buffer a build's writes into `index` (`Built.writes`: a routed document under its routing, and
+    deleted under the values it was indexed under before); returns how many. A sink is given
+    `routing` only when there is one, so a sink of an index without routing need not take it."""
+    n = 0
+    for doc_id, doc, routing in built.writes(before):
+        if routing is None:
+            sink.write(index, doc_id, doc, built.position)
+        else:
+            sink.write(index, doc_id, doc, built.position, routing)
+        n += 1
+    return n
 
 
 class DetachableSink(Sink, Protocol):

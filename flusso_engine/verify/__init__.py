@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..pipeline.flushes import chunked
+from ..sinks import write_built
 from .check import KINDS, Finding, IndexCheck, Verifier, advance_wal
 from .report import drift_frame, print_report, summary_frame, write_report
 
@@ -50,11 +51,11 @@ def repair(engine: Engine, checks: Sequence[IndexCheck], settle_s: float = 30.0)
     advance_wal(engine.context.dsn)  # above the versions of documents changed behind flusso's back
     for check in checks:
         ids = [f.id for f in check.findings]
+        stored = {f.id: set(f.routings) for f in check.findings}  # a routed index's copies go, but the right one
         for chunk in chunked(ids, engine.config.batch.max_changes):
             built = engine.builder.build(check.index, chunk)
             engine.slot_guard.raise_to(version=built.position)  # slotstate.py: a no-op unless loaded
-            for doc_id, doc in built.docs.items():
-                engine.sink.write(check.index, doc_id, doc, built.position)
+            write_built(engine.sink, check.index, built, stored)
             flushed = engine.sink.flush()
             report.written += flushed.written
             report.deleted += flushed.deleted

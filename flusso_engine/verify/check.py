@@ -58,6 +58,7 @@ class Finding:
     fields: list[str] = field(default_factory=list)
     stored: dict[str, Any] | None = None
     fresh: dict[str, Any] | None = None
+    routings: tuple[str, ...] = ()  # a routed index's: the routing of each stored copy
 
 
 @dataclass
@@ -101,6 +102,9 @@ class Verifier:
         self.engine, self.client, self.builder = engine, client, engine.builder
         self.settle_s, self.page = settle_s, page
 
+    def _routed(self, index: str) -> bool:
+        return self.engine.config.indexes[index].routing is not None
+
     def check(self, index: str, sample: int | None = None) -> IndexCheck:
         """Verify one index: every id, or `sample` random root keys and as many random documents."""
         started = time.monotonic()
@@ -108,7 +112,7 @@ class Verifier:
         advance_wal(self.engine.context.dsn)
         result = IndexCheck(index, "full" if sample is None else f"sample {sample}")
         suspects: set[str] = set()
-        with Documents(self.client, index, self.page) as docs:
+        with Documents(self.client, index, self.page, self._routed(index)) as docs:
             if sample is None:
                 for page in docs.walk():
                     suspects |= self._compare(index, page, result)
@@ -170,10 +174,14 @@ class Verifier:
     def _recheck(self, index: str, ids: Sequence[str]) -> list[Finding]:
         built = self.builder.build(index, ids)
         self._settle(built.position)
-        now = current(self.client, index, ids, self.page)
+        routed = self._routed(index)
+        now = current(self.client, index, ids, self.page, routed)
         out = []
         for doc_id in ids:
             fresh, stored = _parse(built.docs.get(doc_id)), now.get(doc_id)
+            expected = None if fresh is None else fresh.get(FINGERPRINT)
+            if routed and fresh is not None:  # compared with its routing, as the stored one is
+                expected = f"{expected} {(built.routing or {}).get(doc_id) or ''}"
             if stored is not None and stored.version > built.position:
                 continue  # written from a newer snapshot than this build
             if fresh is None and stored is None:
@@ -183,12 +191,14 @@ class Verifier:
                 kind, fields = "extra", []
             elif stored is None:
                 kind, fields = "missing", []
-            elif stored.fingerprint == fresh.get(FINGERPRINT):
+            elif stored.fingerprint == expected:
                 continue
             else:
-                kind, fields = "stale", field_diff(stored.source, fresh) or [FINGERPRINT]
+                # the same document under another routing (or in two shards): its `_routing` differs
+                kind, fields = "stale", field_diff(stored.source, fresh) or (["_routing"] if routed else [FINGERPRINT])
             out.append(Finding(index, doc_id, kind, version, built.position, fields,
-                               None if stored is None else stored.source, fresh))
+                               None if stored is None else stored.source, fresh,
+                               routings=() if stored is None else stored.routings))
         return out
 
     def _settle(self, target: int) -> None:

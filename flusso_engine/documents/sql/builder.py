@@ -96,15 +96,21 @@ class _Wait:
         return False
 
 
-def _found(docs: dict[DocId, Any], rows: Iterable[Sequence[Any]]) -> dict[DocId, Any]:
-    """`docs` (every id asked, None) filled with the documents the build statement returned."""
+def _found(docs: dict[DocId, Any], rows: Iterable[Sequence[Any]], position: Position, queries: int,
+           routed: bool) -> Built:
+    """`docs` (every id asked, None) filled with the documents the build statement returned; with
+    `routed`, each row's routing value (selected before its document) too."""
+    routing: dict[DocId, str | None] | None = {} if routed else None
     for *key_texts, doc in rows:
+        value = key_texts.pop() if routed else None
         if None in key_texts:
             continue  # a NULL key has no document (validate refuses nullable keys)
         found = doc_id(key_texts)
         if found in docs:
             docs[found] = doc
-    return docs
+            if routing is not None:
+                routing[found] = value
+    return Built(docs, position, queries=queries, routing=routing)
 
 
 class SqlDocumentBuilder:
@@ -132,6 +138,7 @@ class SqlDocumentBuilder:
         self._conn: psycopg.Connection | None = None
         self.plan = plan or make_plan(config, catalog)
         self._statements = {name: build_statement(p.config, catalog, p.tree) for name, p in self.plan.indexes.items()}
+        self._routed = {name for name, p in self.plan.indexes.items() if p.config.routing is not None}
         self._catalog = catalog
         self._fingerprints: dict[str, sql.Composed] = {}  # made on first use: only `verify` needs them
         self._routes: dict[str, list[Route]] = {}
@@ -157,7 +164,7 @@ class SqlDocumentBuilder:
         docs: dict[DocId, Any] = dict.fromkeys(ids)
         columns = self._columns(index, docs)
         if not columns:  # nothing asked, or no id with as many parts as the key: none can exist
-            return Built(docs, 0, 0)
+            return Built(docs, 0, 0, routing={} if index in self._routed else None)
         waited = _Wait(after)
         while True:
             with self._session("building documents of " + index) as conn, conn.transaction():
@@ -169,7 +176,7 @@ class SqlDocumentBuilder:
                 self.statements += 1
                 position = lsn_to_int(lsn)
                 break
-        return Built(_found(docs, rows), position, queries=2)
+        return _found(docs, rows, position, 2, index in self._routed)
 
     # --- building from a shared snapshot (a parallel backfill: `shared.py`) ----------------------------
 
@@ -190,11 +197,11 @@ class SqlDocumentBuilder:
         docs: dict[DocId, Any] = dict.fromkeys(ids)
         columns = self._columns(index, docs)
         if not columns:
-            return Built(docs, snapshot.position, 0)
+            return Built(docs, snapshot.position, 0, routing={} if index in self._routed else None)
         with self._in(snapshot, "building documents of " + index) as conn:
             rows = conn.execute(self._statements[index], columns, prepare=True).fetchall()
         self.statements += 2
-        return Built(_found(docs, rows), snapshot.position, queries=2)
+        return _found(docs, rows, snapshot.position, 2, index in self._routed)
 
     @contextmanager
     def _in(self, snapshot: Exported, doing: str) -> Iterator[psycopg.Connection]:

@@ -197,12 +197,20 @@ def _from_root(index: IndexConfig, tree: Node) -> sql.Composable:
     )
 
 
+def _routing(index: IndexConfig) -> sql.Composable:
+    """The `routing` column's text (its output function's, as capture sends it), before the document."""
+    if index.routing is None:
+        return sql.SQL("")
+    return sql.SQL("{}, ").format(key_text([sql.Identifier(_ROOT, index.routing)]))
+
+
 def build_statement(index: IndexConfig, catalog: Catalog, tree: Node | None = None) -> sql.Composed:
-    """SELECT key texts..., document (with its fingerprint) FROM the root WHERE its key is among the
-    ids (one text array per key column)."""
+    """SELECT key texts..., [routing text,] document (with its fingerprint) FROM the root WHERE its key
+    is among the ids (one text array per key column)."""
     tree = tree or index_tree(index, catalog)
-    return sql.SQL("SELECT {}, {} FROM {} WHERE {}").format(
+    return sql.SQL("SELECT {}, {}{} FROM {} WHERE {}").format(
         key_columns_text(_ROOT, index.key),
+        _routing(index),
         _fingerprinted(),
         _from_root(index, tree),
         _filtered(_matches(catalog, tree.table, _ROOT, index.key), tree, _ROOT),
@@ -211,11 +219,15 @@ def build_statement(index: IndexConfig, catalog: Catalog, tree: Node | None = No
 
 def fingerprint_statement(index: IndexConfig, catalog: Catalog, tree: Node | None = None) -> sql.Composed:
     """What `build_statement` selects, with the fingerprint alone in place of the document: what
-    `flusso verify` compares with the documents' stored fingerprints, without shipping documents."""
+    `flusso verify` compares with the documents' stored fingerprints, without shipping documents. A
+    routed index's is `<md5> <routing>`, as verify reads a stored document's (`verify/search.py`)."""
     tree = tree or index_tree(index, catalog)
-    return sql.SQL("SELECT {}, md5({}) FROM {} WHERE {}").format(
+    fingerprint = sql.SQL("md5({})").format(sql.Identifier(_TEXT, "t"))
+    if index.routing is not None:
+        fingerprint = sql.SQL("concat({}, ' ', {})").format(fingerprint, sql.Identifier(_ROOT, index.routing))
+    return sql.SQL("SELECT {}, {} FROM {} WHERE {}").format(
         key_columns_text(_ROOT, index.key),
-        sql.Identifier(_TEXT, "t"),
+        fingerprint,
         _from_root(index, tree),
         _filtered(_matches(catalog, tree.table, _ROOT, index.key), tree, _ROOT),
     )

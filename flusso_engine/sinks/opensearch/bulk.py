@@ -63,8 +63,10 @@ def line(value: Any) -> str:
 
 
 def encode(write: PendingWrite) -> Action:
-    meta = {"_index": write.index, "_id": write.doc_id, "version": write.version,
-            "version_type": "external_gte"}
+    meta: dict[str, Any] = {"_index": write.index, "_id": write.doc_id, "version": write.version,
+                            "version_type": "external_gte"}
+    if write.routing is not None:
+        meta["routing"] = write.routing
     if write.doc is None:
         return Action(write, line({"delete": meta}).encode())
     return Action(write, (line({"index": meta}) + line(write.doc)).encode())

@@ -118,7 +118,7 @@ class DeadLetters(Bulk, Indexes):
         actions = self._dead_letters_of(rejected) if policy == "dead_letter" else []
         if self.policies.item_rejection_keeps == "none":
             # at the rejected write's version: a newer version already there stays (a 409)
-            actions += [encode(PendingWrite(w.index, w.doc_id, None, w.version))
+            actions += [encode(PendingWrite(w.index, w.doc_id, None, w.version, w.routing))
                         for w, _ in rejected if id_too_long(w.doc_id) is None]
         if not actions:
             return

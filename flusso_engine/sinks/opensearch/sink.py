@@ -16,6 +16,7 @@ not an error. Deletes are versioned the same way, and outlive the longest retry 
 | `deadletters.py` | the rejection policy, and dead letters: their index, listing, removal |
 | `state.py` | flusso's state documents, with compare-and-set |
 | `aliases.py` | generations `<alias>__g<N>` behind the alias: build settings, the atomic swap |
+| `pipelines.py` | the ingest pipelines indexes name (`pipeline:`): put from the config, or looked up |
 """
 
 from __future__ import annotations
@@ -39,11 +40,12 @@ from .bulk import encode_writes
 from .client import client_kwargs, secrets_of
 from .deadletters import DeadLetters
 from .marker import Markers
+from .pipelines import Pipelines
 from .refusals import preflight
 from .state import StateDocuments
 
 
-class OpenSearchSink(Aliases, Markers, DeadLetters, StateDocuments):
+class OpenSearchSink(Aliases, Markers, DeadLetters, StateDocuments, Pipelines):
     """The Sink of DESIGN §2 for OpenSearch.
 
     `is_seeded(index, expected)` compares the stored marker with `expected` (definition hash, slot,
@@ -92,9 +94,11 @@ class OpenSearchSink(Aliases, Markers, DeadLetters, StateDocuments):
     def close(self) -> None:
         self.client.close()
 
-    def write(self, index: str, doc_id: DocId, doc: dict | str | None, version: int) -> None:
-        """Buffer an index (or, for None, a delete) of `doc_id` at `version`; nothing is sent."""
-        self._buffer.add(index, doc_id, doc, version)
+    def write(self, index: str, doc_id: DocId, doc: dict | str | None, version: int,
+              routing: str | None = None) -> None:
+        """Buffer an index (or, for None, a delete) of `doc_id` at `version`, under `routing` when the
+        index routes its documents; nothing is sent."""
+        self._buffer.add(index, doc_id, doc, version, routing)
 
     def flush(self) -> FlushReport:
         """Send the buffer (one bulk request unless it exceeds `max_bulk_bytes`); clear it on success.

@@ -73,8 +73,9 @@ class StdoutSink:
     def count(self, index: str) -> int:
         return len(self._ids.get(index, ()))
 
-    def write(self, index: str, doc_id: DocId, doc: dict | str | None, version: int) -> None:
-        self._buffer.add(index, doc_id, doc, version)
+    def write(self, index: str, doc_id: DocId, doc: dict | str | None, version: int,
+              routing: str | None = None) -> None:
+        self._buffer.add(index, doc_id, doc, version, routing)
 
     def flush(self) -> FlushReport:
         started = time.monotonic()
@@ -84,7 +85,8 @@ class StdoutSink:
             return report
         lines = [
             json.dumps({"index": w.index, "id": w.doc_id, "op": "index" if w.doc is not None else "delete",
-                        "version": w.version, "doc": json.loads(w.doc) if isinstance(w.doc, str) else w.doc},
+                        "version": w.version, **({"routing": w.routing} if w.routing is not None else {}),
+                        "doc": json.loads(w.doc) if isinstance(w.doc, str) else w.doc},
                        ensure_ascii=False)
             for w in writes
         ]

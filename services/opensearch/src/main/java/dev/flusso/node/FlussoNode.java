@@ -20,6 +20,7 @@ import org.opensearch.common.settings.Settings;
 import org.opensearch.env.Environment;
 import org.opensearch.index.mapper.MapperExtrasPlugin;
 import org.opensearch.index.reindex.ReindexPlugin;
+import org.opensearch.ingest.common.IngestCommonPlugin;
 import org.opensearch.node.InternalSettingsPreparer;
 import org.opensearch.node.Node;
 import org.opensearch.painless.PainlessPlugin;
@@ -41,7 +42,8 @@ public final class FlussoNode extends Node {
         CommonAnalysisPlugin.class,  // analyzers/tokenizers/filters beyond "standard"
         PainlessPlugin.class,        // scripts (update_by_query, script queries)
         MapperExtrasPlugin.class,    // search_as_you_type, scaled_float, rank_feature, ...
-        ReindexPlugin.class          // _reindex, _update_by_query, _delete_by_query
+        ReindexPlugin.class,         // _reindex, _update_by_query, _delete_by_query
+        IngestCommonPlugin.class     // ingest processors (set, lowercase, ...) for `pipeline:`
     );
 
     private FlussoNode(Environment environment, Collection<Class<? extends Plugin>> plugins) {

@@ -6,6 +6,7 @@ PGSync's `routing` and `pipeline`. Real PostgreSQL and OpenSearch, wal and polli
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -330,7 +331,7 @@ def test_import_pgsync_maps_routing_and_pipeline(fresh_db, index_prefix, tmp_pat
     monkeypatch.delenv("PG_URL", raising=False)
     for var, value in (("PG_HOST", info.get("host", "127.0.0.1")), ("PG_PORT", info.get("port", 5432)),
                        ("PG_USER", info.get("user", "postgres")), ("PG_PASSWORD", info.get("password", "")),
-                       ("ELASTICSEARCH_URL", "http://127.0.0.1:9200")):
+                       ("ELASTICSEARCH_URL", os.environ.get("FLUSSO_TEST_OPENSEARCH_URL", "http://127.0.0.1:9200"))):
         monkeypatch.setenv(var, str(value))
     out = tmp_path / "flusso.yaml"
     assert main(["import-pgsync", str(schema), "-o", str(out)]) == 0

@@ -140,8 +140,8 @@ def test_report_lists_what_is_not_converted(fresh_db, tmp_path, monkeypatch, cap
     with psycopg.connect(fresh_db, autocommit=True) as conn:
         conn.execute("""
             CREATE TABLE publisher (id int PRIMARY KEY, name text, code text);
-            CREATE TABLE book (id int PRIMARY KEY, isbn text, title text, publisher_id int REFERENCES publisher,
-                               doc jsonb);
+            CREATE TABLE book (id int PRIMARY KEY, isbn text NOT NULL, title text,
+                               publisher_id int REFERENCES publisher, doc jsonb);
             CREATE TABLE loose (id int PRIMARY KEY, note text);
             CREATE TABLE review (id int PRIMARY KEY, book_ref int, body text);
             CREATE VIEW book_view AS SELECT id, title FROM book;

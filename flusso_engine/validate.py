@@ -18,7 +18,8 @@ import psycopg
 
 from .catalog import Catalog, read_catalog
 from .config import FlussoConfig
-from .documents.checks import access_problems, read_access, schema_problems
+from .documents.access import access_problems, read_access
+from .documents.checks import schema_problems
 from .documents.field_checks import expression_problems, path_problems
 from .documents.plugins import problems as plugin_problems
 from .documents.view_checks import view_notes, view_problems

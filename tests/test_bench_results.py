@@ -77,3 +77,24 @@ def test_the_committed_polling_results_are_in_results_md_with_both_captures() ->
         for capture in ("wal", "polling"):
             rates = {x["rate"]: x["latency_ms"] for x in r["live"][capture]["rates"]}
             assert {"50", "200"} <= set(rates) and all(v["p50"] and v["p99"] for v in rates.values())
+
+
+def test_regenerating_the_results_keeps_the_hand_written_sections_where_they_were() -> None:
+    import sys
+
+    sys.path.insert(0, str(BENCH))
+    import report
+
+    old = "\n".join(["# flusso benchmarks", "", "old intro", "", "## run-10000: 10,000 books", "", "old table", "",
+                     "## verify: by hand", "", "its words", "", "## Notes on the systems", "", "- old notes", "",
+                     "## Plots", "", "![a](results/a.png)", "", "## Plugins: by hand too", "", "more words", ""])
+    generated = ["# flusso benchmarks", "", "new intro", "", "## run-10000: 10,000 books", "", "new table", "",
+                 "## run-100000: 100,000 books", "", "a new run", "", "## Notes on the systems", "", "- new notes",
+                 "", "## Plots", "", "![b](results/b.png)", ""]
+    text = report.splice(old, generated)
+    heads = [line for line in text.splitlines() if line.startswith("#")]
+    assert heads == ["# flusso benchmarks", "## run-10000: 10,000 books", "## verify: by hand",
+                     "## run-100000: 100,000 books", "## Notes on the systems", "## Plots", "## Plugins: by hand too"]
+    assert "new table" in text and "its words" in text and "more words" in text and "- new notes" in text
+    assert "old table" not in text and "old intro" not in text and "results/a.png" not in text
+    assert report.splice(text, generated) == text

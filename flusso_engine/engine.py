@@ -190,7 +190,7 @@ class Engine(Reseeds, SlotIdentity):
             self.capture.drop_slot()
             what = "polling cursor" if self.config.source.capture == "polling" else "replication slot"
             log.warning("dropped %s %s (--recreate-slot): every index will be reseeded", what, self.config.source.slot)
-        created = self.capture.prepare(self.config.captured_tables())
+        created = self.capture.prepare(self.plan.captured(self.config.captured_tables()))
         missed = {} if created else self._missed(self.capture.repairs)
         put_pipelines(self.config, self.sink)  # before any index that names one is created
         for index in self.config.indexes:

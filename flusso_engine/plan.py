@@ -9,7 +9,7 @@ keeps them from disagreeing, and does the work once per start.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +67,8 @@ class Plan:
     old_columns: Mapping[str, frozenset[str]]
     """Per table, the columns resolve reads from its rows (the old ones too), and a root's `routing`
     column, whose old value a routed index's deletes need."""
+    matviews: frozenset[str] = frozenset()
+    """Materialized views the indexes read: never captured, watched for REFRESH (`capture/refresh.py`)."""
 
     def index(self, name: str) -> IndexPlan:
         return self.indexes[name]
@@ -77,10 +79,25 @@ class Plan:
         return [name for name, plan in self.indexes.items() if table in plan.tables]
 
 
+    def captured(self, tables: Sequence[str]) -> list[str]:
+        """`tables` (the config's `captured_tables()`) without the materialized views, which send no
+        changes: a refresh is seen by the catalog watch instead."""
+        return [t for t in tables if qualify(t) not in self.matviews]
+
+
+def materialized_views(config: FlussoConfig, catalog: Catalog) -> frozenset[str]:
+    """The materialized views among every table the config names."""
+    return frozenset(t for t in config.tables() if (found := catalog.get(t)) is not None
+                     and found.kind == "materialized view")
+
+
 def index_plan(name: str, index: IndexConfig, catalog: Catalog) -> IndexPlan:
+    """A materialized view's rows send no changes, so it has no routes of its own: a refresh rebuilds."""
     tree = index_tree(index, catalog)
+    routes = [r for r in index_routes(name, index, catalog, tree)
+              if (found := catalog.get(r.table)) is None or found.kind != "materialized view"]
     return IndexPlan(name=name, config=index, tree=tree, mapping=index_mapping(index, catalog, tree),
-                     routes=tuple(index_routes(name, index, catalog, tree)))
+                     routes=tuple(routes))
 
 
 def make_plan(config: FlussoConfig, catalog: Catalog) -> Plan:
@@ -91,4 +108,5 @@ def make_plan(config: FlussoConfig, catalog: Catalog) -> Plan:
         indexes=indexes,
         full_identity=frozenset(full_identity(routes, catalog, routed)),
         old_columns={t: frozenset(c) for t, c in old_columns(routes, routed).items()},
+        matviews=materialized_views(config, catalog),
     )

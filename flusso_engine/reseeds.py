@@ -99,7 +99,8 @@ class Reseeds:
     def _missed(self: Engine, repairs: Repairs) -> dict[str, list[str]]:
         """Per index, why changes to it may have been missed while the slot existed."""
         publication = self.config.source.publication
-        current = self.capture.table_fingerprints(self.config.captured_tables())
+        current = self.capture.table_fingerprints([*self.plan.captured(self.config.captured_tables()),
+                                                   *sorted(self.plan.matviews)])
         out: dict[str, list[str]] = {}
         for index in self.config.indexes:
             tables = self.index_tables(index)
@@ -118,7 +119,9 @@ class Reseeds:
                 now = current.get(table)
                 if now is None or then == now:
                     continue
-                if then[0] != now[0]:
+                if table in self.plan.matviews:
+                    why.append(f"materialized view {table} was refreshed (or replaced) since the index was seeded")
+                elif then[0] != now[0]:
                     why.append(f"table {table} was replaced under the same name since the index was seeded "
                                f"(OID {then[0]}, now {now[0]})")
                 else:

@@ -119,16 +119,28 @@ def test_a_dependency_that_is_a_view_and_depends_on_on_a_table(db: str) -> None:
     ]
 
 
-def test_a_materialized_view_is_refused_with_the_fix(db: str) -> None:
+def test_a_materialized_view_needs_a_key_but_no_depends_on(db: str) -> None:
+    def frozen(index: dict[str, Any]) -> None:
+        index.update(table="frozen", depends_on=[], fields={"title": "title"}, relations={})
+
+    assert problems(db, config_for(db, frozen)) == []
+    config = config_for(db, frozen)
+    with psycopg.connect(db, autocommit=True) as conn:
+        plan = make_plan(config, read_catalog(conn, config.tables()))
+    assert plan.matviews == {"public.frozen"} and plan.captured(config.captured_tables()) == []
+    assert plan.index("catalogue").routes == ()  # a refresh rebuilds: no row change of its own to route
+
+
+def test_depends_on_on_a_materialized_view_is_a_problem_with_the_fix(db: str) -> None:
     def frozen(index: dict[str, Any]) -> None:
         index.update(table="frozen", depends_on=[{"table": "book", "key": {"id": "book_id"}}],
                      fields={"title": "title"}, relations={})
 
     ((path, message),) = problems(db, config_for(db, frozen))
-    assert path == "indexes.catalogue.table"
-    assert message.startswith("public.frozen is a materialized view: its rows change only on REFRESH MATERIALIZED "
-                              "VIEW, which neither logical decoding nor triggers report")
-    assert "index a plain view with the same query instead" in message
+    assert path == "indexes.catalogue.depends_on"
+    assert message == ("public.frozen is a materialized view: its rows change only on REFRESH MATERIALIZED VIEW, "
+                       "which flusso watches for (each refresh rebuilds the indexes that read it), never when the "
+                       "tables it reads change: remove depends_on")
 
 
 def test_a_bare_table_name_in_depends_on_asks_for_its_mapping() -> None:
@@ -232,6 +244,30 @@ def test_import_pgsync_maps_base_tables_onto_depends_on(db: str, tmp_path, monke
             in text)
     assert ("base table public.review has key columns (id) the view does not select as they are: map its "
             "columns onto the view's in depends_on by hand") in err
+    assert main(["validate", "-c", str(out)]) == 0, capsys.readouterr()
+
+
+def test_import_pgsync_takes_a_materialized_view_without_its_base_tables(db: str, tmp_path, monkeypatch,
+                                                                         capsys) -> None:
+    import json
+
+    from flusso_engine.cli import main
+
+    info = psycopg.conninfo.conninfo_to_dict(db)
+    for k, v in {"PG_USER": info.get("user", "postgres"), "PG_PASSWORD": info.get("password", ""),
+                 "PG_HOST": info.get("host", "127.0.0.1"), "PG_PORT": info.get("port", 5432)}.items():
+        monkeypatch.setenv(k, str(v))
+    monkeypatch.delenv("PG_URL", raising=False)
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps([{"database": info["dbname"], "index": "frozen", "nodes": {
+        "table": "frozen", "primary_key": ["book_id"], "columns": ["title"], "base_tables": ["book"]}}]))
+    out = tmp_path / "flusso.yaml"
+    assert main(["import-pgsync", str(schema), "-o", str(out)]) == 0
+    assert "not converted" not in capsys.readouterr().err
+    text = out.read_text()
+    assert "table: public.frozen" in text and "key: [book_id]" in text and "depends_on" not in text
+    assert ("# public.frozen is a materialized view: flusso watches for REFRESH and rebuilds the index from it "
+            "(PGSync's base_tables book are not needed).") in text
     assert main(["validate", "-c", str(out)]) == 0, capsys.readouterr()
 
 

@@ -3,7 +3,7 @@ its path in the file, with the fix.
 
 A view must say how its rows are found (`key`) and which tables change them (`depends_on`), since
 neither the catalog nor logical decoding says so; those tables must be tables, and the columns the
-mapping names must exist on both sides. A materialized view is refused: see `views.py`.
+mapping names must exist on both sides. A materialized view needs no `depends_on`: see `views.py`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from ..catalog import Catalog, Table
 from ..config import FlussoConfig, RelationConfig, qualify, relation_path
 from ..config.views import DependencyConfig
 from ..error import Problem
-from .checks import edges, sql_table
+from .checks import edges
 
 _DEPENDS_ON_EXAMPLE = "depends_on: [{table: public.books, key: {id: book_id}}] (base column: view column)"
 
@@ -30,7 +30,7 @@ def _nodes(config: FlussoConfig) -> Iterator[tuple[str, str, Sequence[Dependency
 
 
 def view_problems(config: FlussoConfig, catalog: Catalog, relations: Mapping[str, str]) -> list[Problem]:
-    """Views without `depends_on`, materialized views, `depends_on` on a table, and dependencies
+    """Views without `depends_on`, `depends_on` on a table or a materialized view, and dependencies
     whose table or columns are missing."""
     problems: list[Problem] = []
     for path, name, deps, _ in _nodes(config):
@@ -38,12 +38,11 @@ def view_problems(config: FlussoConfig, catalog: Catalog, relations: Mapping[str
         if table is None:
             continue  # reported as a missing table
         through = path.endswith(".through")
-        if table.kind == "materialized view":
-            problems.append(Problem(f"{path}.table", (
+        if table.kind == "materialized view" and deps:
+            problems.append(Problem(f"{path}.depends_on", (
                 f"{table.qualified} is a materialized view: its rows change only on REFRESH MATERIALIZED VIEW, "
-                "which neither logical decoding nor triggers report, so documents would be rebuilt from stale "
-                f"rows: index a plain view with the same query instead (CREATE VIEW ... AS the query of "
-                f"{sql_table(table.qualified)}) and list its base tables in depends_on"
+                "which flusso watches for (each refresh rebuilds the indexes that read it), never when the "
+                "tables it reads change: remove depends_on"
             )))
         elif table.kind == "view" and through:
             problems.append(Problem(f"{path}.table", (

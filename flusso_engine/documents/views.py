@@ -17,8 +17,9 @@ row depends on a base row when `view column = base column` for every pair of its
   cannot tell which kind a view is, so README says to map each base table onto the key where it
   can be, and why.
 
-Materialized views are refused by validation: their rows change on REFRESH alone, which neither
-logical decoding nor triggers on base tables see, so a build after a base change reads stale rows.
+A materialized view needs none of this: its rows change on REFRESH alone, never when its base tables'
+rows do, so it has no routes (`plan.index_plan`) and is never captured; each capture's catalog watch
+sees a refresh and rebuilds the indexes that read it (`capture/refresh.py`).
 """
 
 from __future__ import annotations

@@ -77,8 +77,9 @@ class Converter:
         root = doc.nodes
         table = self.db.table(root.qualified)
         above: list[str] = [f"From PGSync's {doc.path} (index {doc.index}, database {doc.database})."]
-        if table is None or table.kind == "materialized view":
+        if table is None:
             return self._missing_table(doc.index, root, above)
+        above += self._refreshed(root, table)
         deps = depends_on(self.db, root, self.report)
         key = root.primary_key or table.primary_key or view_key(deps)
         body: list[Entry] = [Entry("table", root.qualified)]
@@ -98,14 +99,18 @@ class Converter:
         entry = Entry(doc.index, body, above=above + notes)
         return entry
 
+    def _refreshed(self, node: PgNode, table: Any) -> list[str]:
+        """A materialized view: flusso rebuilds from it on every REFRESH, so its base_tables go (a
+        comment above the index says so)."""
+        if table.kind != "materialized view":
+            return []
+        bases = f" (PGSync's base_tables {', '.join(node.base_tables)} are not needed)" if node.base_tables else ""
+        what = f"{node.qualified} is a materialized view: flusso watches for REFRESH and rebuilds the index from it"
+        self.report.inferred.append(f"{node.path}: {what}{bases}")
+        return [f"{what}{bases}."]
+
     def _missing_table(self, name: str, node: PgNode, above: list[str]) -> Entry:
-        kind = self.db.kinds.get(node.qualified)
-        if kind == "m":
-            bases = ", ".join(node.base_tables) or "none"
-            what = (f"{node.qualified} is a materialized view (PGSync base_tables: {bases}): its rows change on "
-                    "REFRESH only, which flusso cannot see: index a plain view with its query, with depends_on")
-        else:
-            what = f"{node.qualified} is not in the database: create it (or fix the schema), and import again"
+        what = f"{node.qualified} is not in the database: create it (or fix the schema), and import again"
         self.report.not_converted.append(f"{node.path}: {what}")
         return Entry(name, [Entry("table", node.qualified)], above=[*above, f"not converted: {what}"],
                      disabled=True)
@@ -198,10 +203,11 @@ class Converter:
             self.report.not_converted.append(f"{child.path}.relationship.foreign_key: ignored with a through "
                                              "table: the join is the through table's foreign keys")
         table = self.db.table(child.qualified)
-        if table is None or table.kind == "materialized view":
+        if table is None:
             self._missing_table(label, child, [])
             out.pending.append(f"not converted: relation {label}: {child.qualified} is not a table here")
             return
+        self._refreshed(child, table)
         if label in out.fields:
             self.report.not_converted.append(f"{child.path}.label: {label!r} is also a field: named the relation "
                                              f"{label}_{child.table}")

@@ -12,7 +12,7 @@ __all__ = ["PollingCapture", "create", "recorded_columns"]
 def create(context: Any) -> PollingCapture:
     """The capture registry's factory for `source.capture: polling`."""
     source = context.config.source
-    tables = list(dict.fromkeys(context.config.captured_tables()))
+    tables = list(dict.fromkeys(context.plan.captured(context.config.captured_tables())))
     return PollingCapture(
         context.dsn,
         slot=source.slot,
@@ -22,4 +22,5 @@ def create(context: Any) -> PollingCapture:
         poll_interval_s=source.poll_interval_ms / 1000,
         slot_wait_s=source.slot_wait_s,
         long_transaction_s=source.long_transaction_warn_s,
+        matviews=sorted(context.plan.matviews),
     )

@@ -26,12 +26,12 @@ from psycopg import sql
 
 from ...catalog import Catalog
 from ...changes import Change, Position, lsn_to_int
-from ...config import split_table
+from ...config import qualify, split_table
 from ...error import SourceError
 from ...keys import conninfo
 from ...plan import Plan
 from ...refusals import connect_failure
-from .. import Repairs
+from .. import Repairs, refresh
 from ..errors import first_line
 from ..slots import SlotHealth, SlotInfo
 from ..snapshot import SNAPSHOT_PAGE, keyset_snapshot
@@ -67,7 +67,7 @@ class PollingCapture(Stream):
                  stop: threading.Event, *, poll_interval_s: float = 0.2, slot_wait_s: float = 60.0,
                  long_transaction_s: float = 300.0, watch_interval_s: float = 5.0,
                  reconnect_attempts: int = 8, reconnect_backoff_s: float = 0.5, max_backoff_s: float = 10.0,
-                 snapshot_page: int = SNAPSHOT_PAGE) -> None:
+                 snapshot_page: int = SNAPSHOT_PAGE, matviews: Sequence[str] = ()) -> None:
         self._dsn = dsn
         self.slot = slot
         self.install = Install(schema, slot, columns)
@@ -89,6 +89,7 @@ class PollingCapture(Stream):
         self._limit: Position | None = None
         self._polls: OrderedDict[Position, str] = OrderedDict()  # delivered, unacknowledged: position -> snapshot
         self._fingerprints: dict[str, list] = {}
+        self._matviews = sorted(qualify(v) for v in matviews)  # watched for REFRESH (`capture/refresh.py`)
         self.repairs = Repairs()
         self.verify_slot: Callable[[], None] | None = None
         self.reconnects = 0
@@ -144,7 +145,7 @@ class PollingCapture(Stream):
         assert cursor is not None
         with self._state:
             self._acked = self._wanted = cursor[1]
-        self._fingerprints = self.table_fingerprints(list(self.install.columns))
+        self._fingerprints = self.table_fingerprints(self.watched)
         if created:
             log.info("installed capture: polling for slot %s in schema %s (%d tables)", self.slot,
                      self.install.schema, len(self.install.columns))
@@ -253,10 +254,18 @@ class PollingCapture(Stream):
             backlog = read_backlog(conn, self.install) if info is not None else None
         return judge(self.slot, info, backlog, self._long_transaction_s)
 
+    @property
+    def watched(self) -> list[str]:
+        """What the catalog watch fingerprints: the captured tables and the materialized views."""
+        return [*self.install.columns, *self._matviews]
+
     def table_fingerprints(self, tables: Sequence[str]) -> dict[str, list]:
         """Each table's OID, and its partitions with their storage: a change means rows changed that
-        no trigger reported (a partition attached, detached or truncated on its own)."""
+        no trigger reported (a partition attached, detached or truncated on its own); a materialized
+        view's REFRESH the same way (`capture/refresh.py`)."""
+        views = [t for t in tables if qualify(t) in self._matviews]
         with self._sql() as conn:
+            refreshes = refresh.fingerprints(conn, views)
             rows = conn.execute(
                 """SELECT t.name, c.oid::int8,
                           coalesce((SELECT array_agg(i.inhrelid::regclass::text || ':' || p.relfilenode
@@ -268,4 +277,4 @@ class PollingCapture(Stream):
                                       AND c.relname = t.rel""",
                 (list(tables), [split_table(t)[0] for t in tables], [split_table(t)[1] for t in tables]),
             ).fetchall()
-        return {name: [oid, list(parts)] for name, oid, parts in rows}
+        return {**{name: [oid, list(parts)] for name, oid, parts in rows}, **refreshes}

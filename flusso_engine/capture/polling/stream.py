@@ -46,6 +46,7 @@ class Stream:
     _log: logging.Logger
     slot: str
     install: Install
+    _matviews: list[str]
     _polls: OrderedDict[Position, str]
     verify_slot: Callable[[], None] | None
 
@@ -173,19 +174,21 @@ class Stream:
                         "since then were not recorded; nothing after the last flush was acknowledged. Start "
                         f"`flusso run` again: it makes the trigger again and rebuilds every index that reads {table}"
                     )
-        now = self.table_fingerprints(list(self.install.columns))
-        changed = [t for t in self.install.columns if now.get(t) != self._fingerprints.get(t)]
+        now = self.table_fingerprints(self.watched)
+        changed = [t for t in self.watched if now.get(t) != self._fingerprints.get(t)]
         for table in changed:
             if table not in now:
-                raise SourceError(f"table {table} no longer exists (dropped or renamed while flusso was capturing); "
+                what = "materialized view" if table in self._matviews else "table"
+                raise SourceError(f"{what} {table} no longer exists (dropped or renamed while flusso was capturing); "
                                   "nothing after the last flush was acknowledged: fix flusso.yaml or the database, "
                                   "then start again")
         if changed:
             row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
             assert row is not None
             for table in changed:
-                self._log.warning("partitions or storage of %s changed without row changes: its indexes are rebuilt",
-                                  table)
+                what = ("materialized view %s was refreshed" if table in self._matviews
+                        else "partitions or storage of %s changed")
+                self._log.warning(what + " without row changes: the indexes that read it are rebuilt", table)
                 yield Change(table=table, op="resync", position=lsn_to_int(row[0]))
             yield commit(last)
             self._fingerprints.update({t: now[t] for t in changed})

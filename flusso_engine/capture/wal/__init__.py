@@ -43,4 +43,5 @@ def create(context: Any) -> WalCapture:
         slot_wait_s=source.slot_wait_s,
         expected=expectations(context.plan, context.catalog),
         baseline=context.baseline,
+        matviews=sorted(context.plan.matviews),
     )

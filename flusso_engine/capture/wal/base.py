@@ -78,6 +78,8 @@ class WalBase:
     _watch_lock: threading.Lock
     _watch_error: SourceError | None
     _watch_resync: list[tuple[str, Position]]
+    _matviews: list[str]
+    _refreshes: dict[str, list[int]] | None
     repairs: Repairs
     verify_slot: Callable[[], None] | None
 

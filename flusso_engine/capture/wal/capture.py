@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from ...changes import Position
 from ...config import qualify
@@ -70,6 +70,7 @@ class WalCapture(Setup, Snapshot, Stream, Feedback, SchemaWatch):
         expected: Mapping[str, Expected] | None = None,
         baseline: Position = 0,
         watch_interval_s: float = 5.0,
+        matviews: Sequence[str] = (),
     ) -> None:
         self._dsn = dsn
         self.slot = slot
@@ -103,6 +104,8 @@ class WalCapture(Setup, Snapshot, Stream, Feedback, SchemaWatch):
         self._watch_interval_s = watch_interval_s
         self._tables: list[str] = []
         self._catalog_state = None
+        self._matviews = sorted(qualify(v) for v in matviews)  # watched for REFRESH (`capture/refresh.py`)
+        self._refreshes: dict[str, list[int]] | None = None
         self._watch_lock = threading.Lock()
         self._watch_error = None
         self._watch_resync: list[tuple[str, Position]] = []

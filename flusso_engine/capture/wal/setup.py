@@ -15,6 +15,7 @@ from psycopg import errors, sql
 from ...changes import Position, int_to_lsn, lsn_to_int
 from ...config import qualify, split_table
 from ...error import SourceError
+from .. import refresh
 from .base import Repairs, WalBase, first_line, sql_errors
 from .health import SlotHealth, slot_health
 from .schema import read_state
@@ -52,6 +53,7 @@ class Setup(WalBase):
             if self.repairs.publication_created and not created:
                 self._skip_unpublished(conn)
             self._catalog_state = read_state(conn, self.publication, wanted)
+            self._refreshes = refresh.fingerprints(conn, self._matviews)  # the watch's baseline
             return created
 
     def _skip_unpublished(self, conn: psycopg.Connection) -> None:
@@ -242,10 +244,13 @@ class Setup(WalBase):
         remove_slot(conn, self.slot)
 
     def table_fingerprints(self, tables: Sequence[str]) -> dict[str, list]:
-        """What the seeded marker records of `tables`: OIDs, partitions and their storage (`schema.py`)."""
+        """What the seeded marker records of `tables`: OIDs, partitions and their storage (`schema.py`),
+        and of materialized views what a REFRESH changes (`capture/refresh.py`)."""
+        views = [t for t in tables if qualify(t) in self._matviews]
         with self._sql() as conn:
-            state = read_state(conn, self.publication, tables)
-        return {name: t.fingerprint() for name, t in state.tables.items() if t is not None}
+            state = read_state(conn, self.publication, [t for t in tables if t not in views])
+            refreshes = refresh.fingerprints(conn, views)
+        return {**{name: t.fingerprint() for name, t in state.tables.items() if t is not None}, **refreshes}
 
     def drop_slot(self) -> None:
         """Drop the slot (ending the server process that holds it): `flusso run --recreate-slot`."""

@@ -19,6 +19,7 @@ from psycopg import errors, sql
 from ...changes import Change, Position, int_to_lsn
 from ...config import split_table
 from ...error import SourceError
+from .. import refresh
 from .base import WalBase, first_line
 from .schema import Drift, Part, describe_partitions, partition_changes, read_state, state_problems
 
@@ -104,10 +105,35 @@ class SchemaWatch(WalBase):
                     describe_partitions(name, attached, detached, truncated), name,
                 )
                 resync.append((name, now.position))
+        refreshed = self._refreshed(conn, now.position)
+        if refreshed is None:
+            return True
         with self._watch_lock:
-            self._watch_resync.extend(resync)
+            self._watch_resync.extend(resync + refreshed)
         self._catalog_state = now
         return False
+
+    def _refreshed(self, conn: psycopg.Connection, position: Position) -> list[tuple[str, Position]] | None:
+        """The materialized views refreshed since the last look (`capture/refresh.py`), to rebuild
+        from; None (a stop set) when one is gone."""
+        if not self._matviews:
+            return []
+        before, now = self._refreshes, refresh.fingerprints(conn, self._matviews)
+        out = []
+        for view in refresh.refreshed(before or now, now, self._matviews):
+            if view not in now:
+                with self._watch_lock:
+                    self._watch_error = SourceError(
+                        f"materialized view {view} no longer exists (dropped or renamed while flusso was capturing): "
+                        "nothing after the last acknowledged change is lost; create it again or fix flusso.yaml, "
+                        "then start again"
+                    )
+                return None
+            self._log.warning("materialized view %s was refreshed (no row changes report that): rebuilding the "
+                              "indexes that read it", view)
+            out.append((view, position))
+        self._refreshes = now
+        return out
 
     def _type_name(self, oid: int, modifier: int) -> str:
         try:

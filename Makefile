@@ -44,12 +44,12 @@ layout: $(STAMP)
 KAFKA_TESTS := tests/test_kafka_queue.py tests/test_kafka_roles.py tests/test_kafka_faults.py tests/test_kafka_ops.py \
 	tests/test_dagster_kafka.py
 test: $(STAMP) services lint layout
-	$(BIN)/pytest -q $(addprefix --ignore=,$(KAFKA_TESTS))
+	$(BIN)/pytest -q --durations=15 $(addprefix --ignore=,$(KAFKA_TESTS))
 
 # The Kafka queue's end-to-end tests (they start the broker themselves, ~6 minutes): kept apart so
 # that `make test` stays under 20 minutes; `.ci/run` runs both.
 test-kafka: $(STAMP) services
-	$(BIN)/pytest -q $(KAFKA_TESTS)
+	$(BIN)/pytest -q --durations=10 $(KAFKA_TESTS)
 
 # The quick scale (10k books, 20 s per rate, a backlog of 100k changes; under 15 minutes).
 BENCH_ARGS ?= --books 10000 --seconds 20

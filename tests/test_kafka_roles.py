@@ -269,3 +269,35 @@ def pending_rows(dsn: str) -> int:
     with psycopg.connect(dsn, autocommit=True) as conn:
         return conn.execute("SELECT count(*) FROM flusso.changes c JOIN flusso.cursors k USING (slot) "
                             "WHERE NOT pg_visible_in_snapshot(c.xid, k.snapshot)").fetchone()[0]
+
+
+def test_a_materialized_view_refreshed_under_the_capture_role_rebuilds_through_kafka(
+        fresh_db, index_prefix, tmp_path, kafka_bootstrap, opensearch, topic) -> None:  # noqa: F811
+    """The capture role's catalog watch sees the REFRESH; its resync reaches a worker through Kafka,
+    which rebuilds the index that reads the view (`capture/refresh.py`)."""
+    from .e2e import write_config
+    from .test_matviews_e2e import BOOKS, SCHEMA, wait_docs
+
+    sql(fresh_db, SCHEMA)
+    config = write_config(tmp_path / "flusso.yaml", fresh_db, index_prefix, indexes={"books": BOOKS})
+    raw = yaml.safe_load(config.read_text())
+    raw["queue"] = {"type": "kafka", "bootstrap": kafka_bootstrap, "topic": topic, "partitions": 2}
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    capture = Flusso(config, "--role", "capture")
+    running = [capture]
+    try:
+        capture.wait_for("live capture started")
+        running += [Flusso(config, "--role", "worker") for _ in range(2)]
+        for worker in running[1:]:
+            worker.wait_for(f"of {topic} assigned", timeout=90)
+        sql(fresh_db, "INSERT INTO review VALUES (4, 3, 2)", "REFRESH MATERIALIZED VIEW book_stats")
+        wait_docs(opensearch, f"{index_prefix}books", {
+            "1": {"title": "Il nome della rosa", "stats": {"reviews": 2, "best": 5}},
+            "2": {"title": "Se una notte", "stats": {"reviews": 1, "best": 4}},
+            "3": {"title": "Gomorra", "stats": {"reviews": 1, "best": 2}},
+        }, timeout=90)
+        capture.wait_for("materialized view public.book_stats was refreshed")
+    finally:
+        for run in running:
+            run.stop()
+    assert all(r.proc.returncode == 0 for r in running), [r.output()[-2000:] for r in running]

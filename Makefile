@@ -51,7 +51,7 @@ test: $(STAMP) services lint layout
 test-kafka: $(STAMP) services
 	$(BIN)/pytest -q --durations=10 $(KAFKA_TESTS)
 
-# The quick scale (10k books, 20 s per rate, a backlog of 100k changes; under 15 minutes).
+# The quick scale (10k books, 20 s per rate at 50, 200, 500, 2000 and max changes/s, a backlog of 100k changes; ~15 minutes).
 BENCH_ARGS ?= --books 10000 --seconds 20
 bench: $(STAMP) services
 	$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/pip install -q --disable-pip-version-check -e '.[dev,bench]'

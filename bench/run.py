@@ -1,6 +1,6 @@
 """`make bench`: flusso against the sink's limit (`raw`) and PGSync, on the same bookstore data.
 
-    python bench/run.py [--books 10000] [--seconds 20] [--rates 500,2000,max] [--scales 10000,100000]
+    python bench/run.py [--books 10000] [--seconds 20] [--rates 50,200,500,2000,max] [--scales 10000,100000]
                         [--name quick] [--skip-live] [--skip-pgsync] [--pgsync-timeout 120]
                         [--pgsync-mode wal] [--pgsync-drain-timeout 30] [--pin]
     python bench/run.py --scenario reseed [--books 100000] [--reseed-rate 100] [--note TEXT]
@@ -207,7 +207,7 @@ def main() -> int:
     polling.add_arguments(parser)
     parser.add_argument("--books", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds of writes per live rate")
-    parser.add_argument("--rates", default="500,2000,max")
+    parser.add_argument("--rates", default="50,200,500,2000,max")
     parser.add_argument("--scales", default=None, help="books per scaling point, comma-separated (default: --books)")
     parser.add_argument("--name", default=None, help="results name (default: run-<books>)")
     parser.add_argument("--dsn", default=harness.DEFAULT_DSN)

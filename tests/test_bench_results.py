@@ -98,3 +98,20 @@ def test_regenerating_the_results_keeps_the_hand_written_sections_where_they_wer
     assert "new table" in text and "its words" in text and "more words" in text and "- new notes" in text
     assert "old table" not in text and "old intro" not in text and "results/a.png" not in text
     assert report.splice(text, generated) == text
+
+
+def test_the_live_section_names_the_highest_rate_kept_up_under_the_p99_target() -> None:
+    import sys
+
+    sys.path.insert(0, str(BENCH))
+    import report
+
+    def rate(offered: str, sustained: float, p99: int, kept: bool = True) -> dict:
+        return {"rate": offered, "sustained_per_s": sustained, "kept_up": kept, "documents_per_s": sustained * 2,
+                "latency_ms": {"p99": p99}}
+
+    rates = [rate("50", 50, 1100), rate("200", 199, 1400), rate("500", 480, 2900), rate("max", 900, 1000, False)]
+    line = report.kept_up(rates, raw_docs_per_s=1000.0)
+    assert line.startswith("Highest rate kept up with p99 < 1.5 s: 200 changes/s offered (199/s sustained, "
+                           "398 documents/s) = **0.40 x** raw's 1,000 docs/s")
+    assert report.kept_up(rates[2:], 1000.0) == "Highest rate kept up with p99 < 1.5 s: none of the rates offered here."

@@ -295,6 +295,7 @@ def backlog(p: Params, dsn: str, workers: int, workdir: Path) -> dict[str, Any]:
         harness.log(f"   backlog: {written:,} changes written in {write_s:.0f} s, {messages:,} messages in "
                     f"{s.topic} after {in_kafka_s} s; starting {workers} worker(s)")
         busy_start = harness.wait_quiet(p.quiet, p.quiet_timeout)
+        groups0 = harness.cpu_snapshot()
         started = time.monotonic()
         for n in range(1, workers + 1):
             s.start("worker", f"worker-{n}")
@@ -307,6 +308,7 @@ def backlog(p: Params, dsn: str, workers: int, workdir: Path) -> dict[str, Any]:
         lag_joined = s.lag() or 0  # the first worker works alone until the group has them all
         caught = s.wait_lag_zero(p.backlog_timeout, every=0.5)
         done = time.monotonic()
+        groups = harness.cpu_delta(groups0, harness.cpu_snapshot())  # the workers are in "other" here
         cpu = _delta(cpu_started, {k: v for k, v in s.cpu(None).items() if k != "capture"})
         rss = s.peak_rss_mb()
         flushed = e2e.batch_stats(e2e.log_lines(Logs(*(s.logs[f"worker-{n}"] for n in range(1, workers + 1))),
@@ -331,6 +333,7 @@ def backlog(p: Params, dsn: str, workers: int, workdir: Path) -> dict[str, Any]:
             "changes_per_s_after_join": round(lag_joined / after_join, 1) if after_join and lag_joined else None,
             "worker_peak_rss_mb": {k: v for k, v in rss.items() if k != "capture"},
             "worker_cpu_s": cpu, "worker_cpu_s_per_1000_changes": harness.per_1000(cpu, messages),
+            "cpu_s": groups, "cpu_s_per_1000_changes": harness.per_1000(groups, messages),
             "flushed": flushed, "check": check,
         }
         harness.log(f"   backlog with {workers} worker(s): {result['changes_per_s']} changes/s "

@@ -143,7 +143,7 @@ def reading(r: dict[str, Any]) -> list[str]:
     by = {b["workers"]: b for b in r.get("backlog", [])}
     capture = "/".join(_n(b["capture_cpu_s_per_1000_changes"], 2) for b in by.values()) or "-"
     return [
-        _live_reading(r.get("live", {})), "", _backlog_reading(r.get("backlog", [])), "",
+        *([_live_reading(r["live"]), ""] if r.get("live") else []), _backlog_reading(r.get("backlog", [])), "",
         "What a second machine would add: here the capture, the workers, the broker, PostgreSQL and "
         "OpenSearch share the same 2 cores, so a second worker mostly competes with them for CPU, and "
         "these tables show how much of the engine's work runs in parallel on a busy 2-core box, not "
@@ -169,8 +169,9 @@ def section(results: list[dict[str, Any]]) -> list[str]:
                   f"{p['partitions']} partitions; backlog {p['backlog']:,} changes. One run, on the shared 2-core "
                   "machine beside other users' tests (see \"busy\")." + (f" {r['note']}" if r.get("note") else ""),
                   ""]
-        lines += ["Live, commit to searchable:", ""] + live_table(r["live"]) + [""]
-        lines += ["Live, what each process costs:", ""] + cost_table(r["live"]) + [""]
+        if r.get("live"):
+            lines += ["Live, commit to searchable:", ""] + live_table(r["live"]) + [""]
+            lines += ["Live, what each process costs:", ""] + cost_table(r["live"]) + [""]
         if r.get("backlog"):
             lines += ["Backlog catch-up from Kafka:", ""] + backlog_table(r["backlog"]) + [""]
         lines += reading(r) + [""]

@@ -37,7 +37,7 @@ partition. "busy" is the share of the 2 cores in use just before (other users' t
 
 def load() -> list[dict[str, Any]]:
     out = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("kafka-*.json"))]
-    return [r for r in out if r.get("benchmark") == "kafka"]
+    return sorted((r for r in out if r.get("benchmark") == "kafka"), key=lambda r: r.get("started_at", ""))
 
 
 def _n(v: Any, digits: int = 0) -> str:
@@ -132,10 +132,21 @@ def _backlog_reading(rows: list[dict[str, Any]]) -> str:
         f"{_n(b['group_formed_s'], 1)} s)" for w, b in by.items())
     if 1 in by and 2 in by and by[1]["changes_per_s"] and by[2]["changes_per_s"]:
         text += f": the second worker gives x{by[2]['changes_per_s'] / by[1]['changes_per_s']:.2f} on these 2 cores"
+    where = []
+    for w, b in by.items():
+        cpu, secs = b.get("cpu_s"), b.get("catch_up_s")
+        if cpu and secs:
+            workers = sum(b["worker_cpu_s"].values())
+            where.append(f"with {w}: {cpu['machine_busy'] / secs:.2f} of the 2 cores busy, OpenSearch "
+                         f"{cpu['opensearch'] / secs:.2f}, PostgreSQL {cpu['postgres'] / secs:.2f}, the "
+                         f"worker{'s' if w > 1 else ''} {workers / secs:.2f}")
     return (text + ". A worker's own CPU is small beside the work it asks for (its builds run in "
             "PostgreSQL, its bulk requests in OpenSearch): what a second worker adds here is a second "
-            "build and flush in flight, which the two shared cores serve only partly. The capture role "
-            "put the backlog into Kafka as fast as the writers committed it (\"into Kafka s\").")
+            "build and flush in flight, which the two shared cores serve only partly"
+            + (" (during the catch-up, " + "; ".join(where) + ": the machine is full, OpenSearch's "
+               "indexing the largest share)" if where else "")
+            + ". The capture role put the backlog into Kafka as fast as the writers committed it "
+            "(\"into Kafka s\").")
 
 
 def reading(r: dict[str, Any]) -> list[str]:
@@ -175,7 +186,38 @@ def section(results: list[dict[str, Any]]) -> list[str]:
         if r.get("backlog"):
             lines += ["Backlog catch-up from Kafka:", ""] + backlog_table(r["backlog"]) + [""]
         lines += reading(r) + [""]
+    if len(results) > 1:
+        lines += [summary(results), ""]
     return lines
+
+
+def summary(results: list[dict[str, Any]]) -> str:
+    """The runs side by side: how far one run's figures can be trusted on the shared machine."""
+    parts = []
+    for w in (1, 2):
+        got = [_n(b["changes_per_s"]) for r in results for b in r.get("backlog", []) if b["workers"] == w]
+        if got:
+            parts.append(f"backlog catch-up with {w} worker{'s' if w > 1 else ''} " + " / ".join(got) + " changes/s")
+    for setup in ("channel", "kafka-1", "kafka-2"):
+        got = [f"{x['latency_ms']['p50']:,}/{x['latency_ms']['p99']:,}" for r in results
+               for x in r.get("live", {}).get(setup, {}).get("rates", []) if x["rate"] == "500"]
+        if got:
+            parts.append(f"{setup} p50/p99 at 500/s " + " and ".join(got) + " ms")
+    extra = []
+    for r in results:
+        live, mine = r.get("live", {}), []
+        for setup in ("kafka-1", "kafka-2"):
+            for rate in ("200", "500"):
+                a, b = _at(live.get("channel", {}), rate), _at(live.get(setup, {}), rate)
+                if a and b and a["latency_ms"]["p50"] is not None and b["latency_ms"]["p50"] is not None:
+                    mine.append(f"{setup} {rate}/s {b['latency_ms']['p50'] - a['latency_ms']['p50']:+,}")
+        if mine:
+            extra.append(f"{r['name']} " + ", ".join(mine))
+    return ("**Across the runs** (" + ", ".join(r["name"] for r in results) + "): " + "; ".join(parts) + ". "
+            "p50 with Kafka minus the channel's: " + ("; ".join(extra) or "-") + " ms (the larger "
+            "gaps came with the machine busier before the rate, see \"busy\"). On 2 shared cores a second "
+            "worker's catch-up gain is within the noise between runs: the machine is full during a "
+            "catch-up, OpenSearch's indexing first.")
 
 
 def splice(text: str, lines: list[str]) -> str:

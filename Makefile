@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install services services-down services-status test test-kafka lint layout bench bench-full bench-reseed bench-polling clean demo screenshot
+.PHONY: install services services-down services-status test test-kafka lint layout bench bench-full bench-reseed bench-polling bench-kafka clean demo screenshot
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -76,6 +76,14 @@ bench-reseed: $(STAMP) services
 POLLING_ARGS ?= --books 10000 --quiet-timeout 4
 bench-polling: $(STAMP) services
 	$(BIN)/python bench/run.py --scenario polling $(POLLING_ARGS)
+
+# The Kafka queue beside the channel (issue #15): live p50/p99 and sustained changes/s with the channel and
+# with Kafka at 1 and 2 workers, and the catch-up of a 100k-change backlog held in Kafka by 1 and 2 workers;
+# ~15 minutes. Starts the broker (idempotent; FLUSSO_KAFKA_SH: another checkout's script, whose broker to share).
+KAFKA_BENCH_ARGS ?= --books 10000 --kafka-backlog 100000
+bench-kafka: $(STAMP) services
+	bash $${FLUSSO_KAFKA_SH:-services/kafka.sh} up
+	$(BIN)/python bench/run.py --scenario kafka $(KAFKA_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) services/opensearch/target services/kafka/target

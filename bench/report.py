@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import report_kafka  # noqa: E402
 import report_polling  # noqa: E402
 import report_reseed  # noqa: E402
 
@@ -401,6 +402,7 @@ def write_all() -> None:
     reseeds = report_reseed.load()
     lines += report_reseed.section(reseeds, report_reseed.plots(reseeds))
     lines += report_polling.section(report_polling.load())
+    lines += report_kafka.section(report_kafka.load())
     lines += [NOTES, "## Plots", ""] + [f"![{name}](results/{name})" for name in images] + [""]
     REPORT.write_text(splice(REPORT.read_text() if REPORT.exists() else "", lines))
 

@@ -5,6 +5,7 @@
                         [--pgsync-mode wal] [--pgsync-drain-timeout 30] [--pin]
     python bench/run.py --scenario reseed [--books 100000] [--reseed-rate 100] [--note TEXT]
     python bench/run.py --scenario polling [--books 10000] [--writer-seconds 15] [--polling-rates 50,200]
+    python bench/run.py --scenario kafka [--books 10000] [--kafka-rates 200,500,max] [--kafka-backlog 100000]
 
 Scenarios (issue 6), each over the bookstore generated with the same seed at `--books`:
 
@@ -37,6 +38,11 @@ with no capture, `capture: polling` and `capture: wal`; live latency of both at 
 changes/s) in its own database (`--polling-database`), writing bench/results/polling-<books>.json and
 its section of bench/RESULTS.md alone; `make bench-polling`. Not part of the default run either.
 
+`--scenario kafka` runs only the Kafka queue's scenario (issue #15, bench/kafka.py: live latency and
+sustained changes/s with the channel and with Kafka at 1 and 2 workers, and the catch-up of a backlog
+held in Kafka by 1 and 2 workers) in its own database (`--kafka-database`), writing
+bench/results/kafka-<books>.json and its section of bench/RESULTS.md alone; `make bench-kafka`.
+
 Writes bench/results/<name>.json (commit, machine, every parameter, the figures), then regenerates
 bench/RESULTS.md from every bench/results/run-*.json and the plots bench/results/*.png.
 """
@@ -59,6 +65,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 import e2e  # noqa: E402
 import harness  # noqa: E402
+import kafka  # noqa: E402
 import pgsync_bench  # noqa: E402
 import polling  # noqa: E402
 import raw  # noqa: E402
@@ -196,15 +203,23 @@ def polling_only(args: argparse.Namespace) -> int:
     return 0
 
 
+def kafka_only(args: argparse.Namespace) -> int:
+    """`--scenario kafka`: bench/kafka.py with this run's books, services, quiet and seed."""
+    kafka.run(kafka.params(args), args.name or f"kafka-{args.books}", args.note)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scenario", choices=("all", "reseed", "polling"), default="all",
+    parser.add_argument("--scenario", choices=("all", "reseed", "polling", "kafka"), default="all",
                         help="all: the table below; reseed: only the reseed scenario (issue #12); polling: only "
-                             "capture: polling's writer overhead and live latency beside the WAL's (issue #14)")
+                             "capture: polling's writer overhead and live latency beside the WAL's (issue #14); "
+                             "kafka: only the Kafka queue beside the channel, live and through a backlog (issue #15)")
     parser.add_argument("--reseed-database", default="flusso_bench_reseed")
     parser.add_argument("--reseed-rate", type=float, default=100.0, help="live commits/s during the reseed")
-    parser.add_argument("--note", default=None, help="reseed, polling: a line for its run in RESULTS.md")
+    parser.add_argument("--note", default=None, help="reseed, polling, kafka: a line for its run in RESULTS.md")
     polling.add_arguments(parser)
+    kafka.add_arguments(parser)
     parser.add_argument("--books", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds of writes per live rate")
     parser.add_argument("--rates", default="50,200,500,2000,max")
@@ -236,6 +251,8 @@ def main() -> int:
         return reseed_only(args)
     if args.scenario == "polling":
         return polling_only(args)
+    if args.scenario == "kafka":
+        return kafka_only(args)
     args.name = args.name or f"run-{args.books}" + ("-pinned" if args.pin else "")
     if args.pin:
         import pin

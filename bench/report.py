@@ -356,7 +356,8 @@ def plots(runs: list[dict]) -> list[str]:
     return made
 
 
-GENERATED = ("# flusso benchmarks", "## run-", "## reseed:", "## polling:", "## Notes on the systems", "## Plots")
+GENERATED = ("# flusso benchmarks", "## run-", "## reseed:", "## polling:", "## kafka:", "## Notes on the systems",
+             "## Plots")
 
 
 def _sections(text: str) -> list[str]:

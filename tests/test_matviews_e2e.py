@@ -117,3 +117,24 @@ def test_a_refresh_reaches_the_documents_that_read_the_view(store, opensearch) -
         triggers = conn.execute("SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
                                 "WHERE c.relname = 'book_stats'")
         assert (published.fetchone(), triggers.fetchone()) == ((0,), (0,))
+
+
+@pytest.mark.parametrize("capture", ["wal", "polling"])
+def test_an_index_of_a_materialized_view_alone_follows_its_refreshes(capture, fresh_db, index_prefix, tmp_path,
+                                                                     opensearch) -> None:
+    """Nothing to capture at all (a publication without tables, a change log without triggers): the
+    watch alone rebuilds on REFRESH."""
+    sql(fresh_db, SCHEMA)
+    config = write_config(tmp_path / "flusso.yaml", fresh_db, index_prefix, capture=capture,
+                          indexes={"shelf": SHELF})
+    shelf = f"{index_prefix}shelf"
+    run = Flusso(config)
+    try:
+        run.wait_for("live capture started")
+        wait_docs(opensearch, shelf, {"1": {"title": "IL NOME DELLA ROSA"}, "2": {"title": "SE UNA NOTTE"}})
+        sql(fresh_db, "UPDATE book SET title = 'Se una notte d''inverno' WHERE id = 2",
+            "REFRESH MATERIALIZED VIEW shelf")
+        wait_docs(opensearch, shelf, {"1": {"title": "IL NOME DELLA ROSA"}, "2": {"title": "SE UNA NOTTE D'INVERNO"}})
+    finally:
+        run.stop()
+    assert run.proc.returncode == 0, run.output()[-3000:]

@@ -53,6 +53,8 @@ def _render(side: str, columns: Mapping[str, Sequence[str]]) -> sql.Composable:
         cases.append(sql.SQL("WHEN {t} THEN (SELECT jsonb_build_object({pairs}) FROM "
                              "jsonb_populate_record(NULL::{rel}, {stored}) AS r)").format(
             t=sql.Literal(table), pairs=pairs, rel=sql.Identifier(*split_table(table)), stored=stored))
+    if not cases:  # no table to capture (materialized views alone): the log stays empty
+        return sql.SQL("NULL::jsonb")
     return sql.SQL("CASE WHEN {stored} IS NULL THEN NULL ELSE CASE c.tbl {cases} END END").format(
         stored=stored, cases=sql.SQL(" ").join(cases))
 

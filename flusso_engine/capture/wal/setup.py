@@ -36,7 +36,7 @@ class Setup(WalBase):
         publication created after the slot would be missing for the WAL in between.
         """
         wanted = list(dict.fromkeys(qualify(t) for t in tables))
-        if not wanted:
+        if not wanted and not self._matviews:
             raise ValueError("prepare() needs at least one table to publish")
         self.repairs = Repairs()
         self._tables = wanted
@@ -101,10 +101,10 @@ class Setup(WalBase):
                 try:
                     conn.execute(
                         sql.SQL(
-                            "CREATE PUBLICATION {} FOR TABLE {} "
-                            "WITH (publish = {}, publish_via_partition_root = true)"
-                        ).format(name, targets, sql.Literal(PUBLISH))
-                    )
+                            "CREATE PUBLICATION {} {} WITH (publish = {}, publish_via_partition_root = true)"
+                        ).format(name, sql.SQL("FOR TABLE {}").format(targets) if tables else sql.SQL(""),
+                                 sql.Literal(PUBLISH))
+                    )  # no table: every index reads materialized views alone (the slot still gives positions)
                 except (errors.DuplicateObject, errors.UniqueViolation):  # the latter when both CREATEs overlap
                     # created a moment ago by a concurrent start (two Dagster partitions at once) for
                     # the same config: it is there now, as it should be
@@ -125,7 +125,10 @@ class Setup(WalBase):
             ).fetchone() or (0,)
             narrowed = any(filtered for _, filtered in current)
             self.repairs.tables_added = set(tables) - {t for t, _ in current}
-            if {t for t, _ in current} != set(tables) or schemas or narrowed:
+            if not tables and current:
+                gone = sql.SQL(", ").join(sql.Identifier(*split_table(t)) for t, _ in current)
+                conn.execute(sql.SQL("ALTER PUBLICATION {} DROP TABLE {}").format(name, gone))
+            elif {t for t, _ in current} != set(tables) or schemas or narrowed:
                 conn.execute(sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(name, targets))
                 self._log.info(
                     "publication %s now covers exactly flusso's %d tables", self.publication, len(tables)

@@ -67,7 +67,7 @@ class Stream(WalBase):
         )
         feeder.start()
         watcher = None
-        if self._expected is not None and self._tables:
+        if self._expected is not None and (self._tables or self._matviews):
             watcher = threading.Thread(
                 target=self._watch_loop, args=(done,), name=f"flusso-watch-{self.slot}", daemon=True
             )

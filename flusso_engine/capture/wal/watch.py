@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import psycopg
 from psycopg import errors, sql
 
-from ...changes import Change, Position, int_to_lsn
+from ...changes import Change, Position, int_to_lsn, lsn_to_int
 from ...config import split_table
 from ...error import SourceError
 from .. import refresh
@@ -80,6 +80,12 @@ class SchemaWatch(WalBase):
     def _watch_once(self, conn: psycopg.Connection) -> bool:
         """One re-read; True if it found a reason to stop."""
         assert self._expected is not None
+        if not self._tables:  # every index reads materialized views alone: nothing else to watch
+            row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+            refreshed = self._refreshed(conn, lsn_to_int(row[0]) if row else 0)
+            with self._watch_lock:
+                self._watch_resync.extend(refreshed or [])
+            return refreshed is None
         now = read_state(conn, self.publication, self._tables)
         before = self._catalog_state
         if before is None:

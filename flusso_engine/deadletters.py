@@ -21,7 +21,7 @@ from .error import ConfigError, Problem
 from .policy import FailurePolicies
 from .sinks import DeadLetter, DeadLetterSink, write_built
 
-log = logging.getLogger("flusso.deadletters")
+log = logging.getLogger(__name__)  # under flusso_engine, whose level --log-level sets
 
 
 @dataclass

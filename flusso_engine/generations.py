@@ -27,7 +27,7 @@ from typing import Any
 from .error import SinkError
 from .sinks import GENERATION_SEPARATOR, GenerationSink
 
-log = logging.getLogger("flusso.generations")
+log = logging.getLogger(__name__)  # under flusso_engine, whose level --log-level sets
 
 SEPARATOR = GENERATION_SEPARATOR
 LEASE_S = 30.0  # a rebuild whose heartbeat is older than this is abandoned (sooner: its process is gone)

@@ -35,7 +35,7 @@ from .sinks import AliasMoved, GenerationSink
 if TYPE_CHECKING:
     from .engine import Engine
 
-log = logging.getLogger("flusso.rebuild")
+log = logging.getLogger(__name__)  # under flusso_engine, whose level --log-level sets
 
 
 RETIRE_AFTER_S = 5.0  # `keep_previous: false`: the replaced generation goes once searches on it are done

@@ -25,7 +25,7 @@ from .sinks import GenerationSink
 if TYPE_CHECKING:
     from .engine import Engine
 
-log = logging.getLogger("flusso.engine")
+log = logging.getLogger(__name__)  # under flusso_engine, whose level --log-level sets
 
 
 class Reseeds:

@@ -20,7 +20,7 @@ from .changes import Position
 from .error import SinkError
 from .generations import Building, Generations
 
-log = logging.getLogger("flusso.routing")
+log = logging.getLogger(__name__)  # under flusso_engine, whose level --log-level sets
 
 SWEEP_AFTER_S = 5.0  # after a generation leaves the write set, the flushes that still named it are done
 

@@ -65,7 +65,7 @@ from .changes import Position, int_to_lsn
 from .error import SinkError, SourceError
 from .sinks import Sink
 
-log = logging.getLogger("flusso.slot")
+log = logging.getLogger(__name__)  # under flusso_engine, whose level --log-level sets
 
 Kind = Literal["same", "created", "unknown", "moved", "restored", "timeline", "gone", "lost"]
 

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install services services-down services-status test test-kafka lint layout bench bench-full bench-reseed bench-polling bench-kafka clean demo screenshot
+.PHONY: install services services-down services-status test test-kafka test-reseed lint layout bench bench-full bench-reseed bench-polling bench-kafka clean demo screenshot
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,13 +43,20 @@ layout: $(STAMP)
 # Everything but the Kafka queue's end-to-end tests, which `make test-kafka` runs (CI runs both).
 KAFKA_TESTS := tests/test_kafka_queue.py tests/test_kafka_roles.py tests/test_kafka_faults.py tests/test_kafka_ops.py \
 	tests/test_dagster_kafka.py
+# The zero-downtime reseed suite (writers on every table, a 50 ms poller, kills at every failpoint;
+# ~5 minutes), which `make test-reseed` runs.
+RESEED_TESTS := tests/test_reseed.py tests/test_dagster_reseed.py
 test: $(STAMP) services lint layout
-	$(BIN)/pytest -q --durations=15 $(addprefix --ignore=,$(KAFKA_TESTS))
+	$(BIN)/pytest -q --durations=15 $(addprefix --ignore=,$(KAFKA_TESTS) $(RESEED_TESTS))
 
 # The Kafka queue's end-to-end tests (they start the broker themselves, ~6 minutes): kept apart so
 # that `make test` stays under 20 minutes; `.ci/run` runs both.
 test-kafka: $(STAMP) services
 	$(BIN)/pytest -q --durations=10 $(KAFKA_TESTS)
+
+# The reseed suite, kept apart for the same reason; `.ci/run` runs it too.
+test-reseed: $(STAMP) services
+	$(BIN)/pytest -q --durations=10 $(RESEED_TESTS)
 
 # The quick scale (10k books, 20 s per rate at 50, 200, 500, 2000 and max changes/s, a backlog of 100k changes; ~15 minutes).
 BENCH_ARGS ?= --books 10000 --seconds 20

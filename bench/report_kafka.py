@@ -11,11 +11,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sections import BEFORE, splice_section
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 REPORT = ROOT / "bench" / "RESULTS.md"
 HEADING = "## kafka: the Kafka queue beside the channel (issue #15)"
-BEFORE = "## Notes on the systems"
 
 INTRO = """`make bench-kafka` (bench/kafka.py; `python bench/run.py --scenario kafka`), in a database of its
 own, with the shared broker of services/kafka.sh on the same 2 cores as PostgreSQL and OpenSearch.
@@ -222,17 +223,7 @@ def summary(results: list[dict[str, Any]]) -> str:
 
 def splice(text: str, lines: list[str]) -> str:
     """`text` with its kafka section replaced by `lines` (or `lines` put before the notes)."""
-    block = "\n".join(lines).rstrip("\n") + "\n\n" if lines else ""
-    start = text.find("\n" + HEADING.split(":")[0] + ":")
-    if start >= 0:
-        start += 1
-        end = text.find("\n## ", start + 1)
-        end = len(text) if end < 0 else end + 1
-        return text[:start] + block + text[end:]
-    at = text.find("\n" + BEFORE)
-    if at < 0:
-        return text.rstrip("\n") + "\n\n" + block
-    return text[:at + 1] + block + text[at + 1:]
+    return splice_section(text, HEADING, lines, BEFORE)
 
 
 def write(results: list[dict[str, Any]]) -> None:

@@ -12,11 +12,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sections import BEFORE, splice_section
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 REPORT = ROOT / "bench" / "RESULTS.md"
 HEADING = "## polling: `capture: polling` beside `capture: wal` (issue #14)"
-BEFORE = "## Notes on the systems"
 WAY_NAMES = {"polling": "polling + flusso", "triggers": "triggers only", "wal": "wal + flusso"}
 
 INTRO = """`make bench-polling` (bench/polling.py; `python bench/run.py --scenario polling`), in a database of
@@ -155,17 +156,7 @@ def section(results: list[dict[str, Any]]) -> list[str]:
 
 def splice(text: str, lines: list[str]) -> str:
     """`text` with its polling section replaced by `lines` (or `lines` put before the notes)."""
-    block = "\n".join(lines).rstrip("\n") + "\n\n" if lines else ""
-    start = text.find("\n" + HEADING.split(":")[0] + ":")
-    if start >= 0:
-        start += 1
-        end = text.find("\n## ", start + 1)
-        end = len(text) if end < 0 else end + 1
-        return text[:start] + block + text[end:]
-    at = text.find("\n" + BEFORE)
-    if at < 0:
-        return text.rstrip("\n") + "\n\n" + block
-    return text[:at + 1] + block + text[at + 1:]
+    return splice_section(text, HEADING, lines, BEFORE)
 
 
 def write(results: list[dict[str, Any]]) -> None:

@@ -216,6 +216,16 @@ def test_base_columns_that_print_otherwise_are_cast_not_looked_up(db: str) -> No
         assert builder.build("codes", ["a1"]).docs == {"a1": None}
 
 
+def _pgsync_env(db: str, monkeypatch) -> dict:  # noqa: ANN001 - pytest's MonkeyPatch
+    """PGSync's connection variables pointed at the test database, as its users set them; its conninfo."""
+    info = psycopg.conninfo.conninfo_to_dict(db)
+    for k, v in {"PG_USER": info.get("user", "postgres"), "PG_PASSWORD": info.get("password", ""),
+                 "PG_HOST": info.get("host", "127.0.0.1"), "PG_PORT": info.get("port", 5432)}.items():
+        monkeypatch.setenv(k, str(v))
+    monkeypatch.delenv("PG_URL", raising=False)
+    return info
+
+
 def test_import_pgsync_maps_base_tables_onto_depends_on(db: str, tmp_path, monkeypatch, capsys) -> None:
     """A PGSync node on a view, with base_tables: each base table's primary key onto the view columns
     selected from it (the view's definition says which, not the names: the view's `id` is the
@@ -227,11 +237,7 @@ def test_import_pgsync_maps_base_tables_onto_depends_on(db: str, tmp_path, monke
     with psycopg.connect(db, autocommit=True) as conn:
         conn.execute("CREATE VIEW book_card AS SELECT b.id, b.title, p.id AS pub_id, p.name AS publisher "
                      "FROM book b LEFT JOIN publisher p ON p.id = b.publisher_id")
-    info = psycopg.conninfo.conninfo_to_dict(db)
-    for k, v in {"PG_USER": info.get("user", "postgres"), "PG_PASSWORD": info.get("password", ""),
-                 "PG_HOST": info.get("host", "127.0.0.1"), "PG_PORT": info.get("port", 5432)}.items():
-        monkeypatch.setenv(k, str(v))
-    monkeypatch.delenv("PG_URL", raising=False)
+    info = _pgsync_env(db, monkeypatch)
     schema = tmp_path / "schema.json"
     schema.write_text(json.dumps([{"database": info["dbname"], "index": "cards", "nodes": {
         "table": "book_card", "columns": ["title", "publisher"], "base_tables": ["book", "publisher", "review"]}}]))
@@ -253,11 +259,7 @@ def test_import_pgsync_takes_a_materialized_view_without_its_base_tables(db: str
 
     from flusso_engine.cli import main
 
-    info = psycopg.conninfo.conninfo_to_dict(db)
-    for k, v in {"PG_USER": info.get("user", "postgres"), "PG_PASSWORD": info.get("password", ""),
-                 "PG_HOST": info.get("host", "127.0.0.1"), "PG_PORT": info.get("port", 5432)}.items():
-        monkeypatch.setenv(k, str(v))
-    monkeypatch.delenv("PG_URL", raising=False)
+    info = _pgsync_env(db, monkeypatch)
     schema = tmp_path / "schema.json"
     schema.write_text(json.dumps([{"database": info["dbname"], "index": "frozen", "nodes": {
         "table": "frozen", "primary_key": ["book_id"], "columns": ["title"], "base_tables": ["book"]}}]))
